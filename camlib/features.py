@@ -1,0 +1,178 @@
+"""Activations at increasing depth (via forward hooks) and the image patches that excite a channel.
+
+:func:`capture_activations` runs a model once and returns the outputs of the modules you
+name, with hooks that are removed on exit and the caller's model untouched (no copies,
+no ``eval()`` behind your back). :func:`depth_layers` names the stem, the 16 blocks and
+the head of EfficientNet-Lite0. :func:`top_activating_patches` finds, over a batch of
+images, the positions where one channel responds most and cuts out the input patch
+each of those units sees.
+
+Taught in notebooks/04_feature_depth.ipynb.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def depth_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """``{label: module}`` for EfficientNet-Lite0 from shallow to deep.
+
+    ``"stem"`` is ``model._bn0`` (the stem convolution after batch norm, before its ReLU6:
+    ``model._swish`` is shared by the stem and the head, so a hook on it would fire twice),
+    ``"block 0"`` .. ``"block 15"`` are ``model._blocks[i]``, ``"head"`` is ``model._bn1``
+    (the 1280-channel features, before ReLU6).
+
+    Taught in notebooks/04_feature_depth.ipynb.
+    """
+    for attr in ("_bn0", "_blocks", "_bn1"):
+        if not hasattr(model, attr):
+            raise TypeError(f"expected an EfficientNet (with .{attr}); got {type(model).__name__}")
+    layers = {"stem": model._bn0}
+    layers.update({f"block {i}": block for i, block in enumerate(model._blocks)})
+    layers["head"] = model._bn1
+    return layers
+
+
+@contextmanager
+def recording(modules: dict[str, nn.Module]):
+    """Context manager that records the output of each module in ``modules`` while it is active.
+
+    Yields a dict ``{label: output tensor}`` filled by forward hooks (detached). A module
+    that runs more than once in the block (a shared module, or two forward passes) raises
+    ``ValueError`` rather than silently keeping one of its outputs. Hooks are removed on
+    exit, also when an exception is raised.
+
+    Taught in notebooks/04_feature_depth.ipynb.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook_for(label):
+        def hook(_module, _inputs, output):
+            if label in outputs:
+                raise ValueError(f"module {label!r} ran more than once (is it shared, e.g. model._swish "
+                                 "for stem and head?); hook a module that runs once per forward pass")
+            outputs[label] = output.detach()
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(label)) for label, module in modules.items()]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def capture_activations(model: nn.Module, modules: dict[str, nn.Module], inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Outputs of the named modules for one forward pass of ``inputs`` ``(N, 3, H, W)``.
+
+    ``modules`` is ``{label: module}`` (e.g. :func:`depth_layers`). Returns
+    ``{label: (N, K, h, w) tensor}`` in the order of ``modules``. The model runs in
+    whatever mode the caller left it in (use ``model.eval()`` for inference).
+
+    Taught in notebooks/04_feature_depth.ipynb.
+    """
+    with recording(modules) as outputs:
+        model(inputs)
+    missing = [label for label in modules if label not in outputs]
+    if missing:
+        raise ValueError(f"modules {missing} did not run in the forward pass")
+    return {label: outputs[label] for label in modules}
+
+
+def unit_centre(index: int, map_size: int, image_size: int) -> float:
+    """Input coordinate (pixels) of the centre of unit ``index`` of a map of ``map_size`` units.
+
+    With "same" padding, unit ``i`` of an ``h``-unit map of an ``H``-pixel image sits at
+    ``(i + 0.5) * H / h - 0.5``. Returns a float.
+
+    Taught in notebooks/04_feature_depth.ipynb.
+    """
+    if not 0 <= index < map_size:
+        raise ValueError(f"unit {index} is outside a map of {map_size} units")
+    return (index + 0.5) * image_size / map_size - 0.5
+
+
+def crop_patch(image: torch.Tensor, centre: tuple[float, float], size: int) -> torch.Tensor:
+    """The ``size x size`` square of ``image`` ``(C, H, W)`` centred at ``centre`` ``(row, col)``.
+
+    Pixels outside the image are filled with 0, so every patch has shape ``(C, size, size)``.
+
+    Taught in notebooks/04_feature_depth.ipynb.
+    """
+    if size < 1:
+        raise ValueError(f"patch size must be positive, got {size}")
+    c, h, w = image.shape
+    top = int(round(centre[0] - (size - 1) / 2))
+    left = int(round(centre[1] - (size - 1) / 2))
+    patch = image.new_zeros(c, size, size)
+    r0, r1 = max(top, 0), min(top + size, h)
+    c0, c1 = max(left, 0), min(left + size, w)
+    if r0 < r1 and c0 < c1:
+        patch[:, r0 - top : r1 - top, c0 - left : c1 - left] = image[:, r0:r1, c0:c1]
+    return patch
+
+
+def top_activating_patches(activations: torch.Tensor, images: torch.Tensor, channel: int,
+                           k: int = 6, patch_size: int = 64, one_per_image: bool = True) -> dict:
+    """Where channel ``channel`` of a layer responds most, and the input patches there.
+
+    ``activations`` ``(N, K, h, w)`` are the layer's outputs for ``images`` ``(N, C, H, W)``.
+    Takes the ``k`` largest values of ``activations[:, channel]`` (at most one per image when
+    ``one_per_image``, so one photo cannot fill every slot) and cuts a
+    ``patch_size x patch_size`` patch of the image centred on each unit.
+
+    Returns ``{"values": (k,), "image_index": (k,), "position": (k, 2) map (row, col),
+    "patches": (k, C, patch_size, patch_size)}``, strongest first.
+
+    Taught in notebooks/04_feature_depth.ipynb.
+    """
+    if activations.ndim != 4 or images.ndim != 4 or len(activations) != len(images):
+        raise ValueError(f"expected activations (N, K, h, w) and images (N, C, H, W) with the same N; "
+                         f"got {tuple(activations.shape)} and {tuple(images.shape)}")
+    n, n_channels, h, w = activations.shape
+    if not 0 <= channel < n_channels:
+        raise ValueError(f"channel {channel} is out of range for a layer with {n_channels} channels")
+    maps = activations[:, channel]  # (N, h, w)
+    if one_per_image:
+        best_per_image, where = maps.flatten(1).max(1)  # (N,), (N,)
+        k = min(k, n)
+        values, image_index = best_per_image.topk(k)
+        flat_pos = where[image_index]
+    else:
+        k = min(k, maps.numel())
+        values, flat = maps.flatten().topk(k)
+        image_index, flat_pos = flat // (h * w), flat % (h * w)
+    rows, cols = flat_pos // w, flat_pos % w
+    H, W = images.shape[-2:]
+    patches = torch.stack([
+        crop_patch(images[i], (unit_centre(int(r), h, H), unit_centre(int(c), w, W)), patch_size)
+        for i, r, c in zip(image_index.tolist(), rows.tolist(), cols.tolist())
+    ])
+    return {"values": values, "image_index": image_index, "position": torch.stack([rows, cols], 1),
+            "patches": patches}
+
+
+def augment(images: torch.Tensor) -> torch.Tensor:
+    """The images ``(N, C, H, W)`` and three augmentations of each, ``(4N, C, H, W)``.
+
+    Order: originals, horizontal flips, a 1.5x zoom on the centre, a 1.5x zoom on the
+    top-left quarter region (both resized back to ``H x W`` bilinearly). Deterministic.
+
+    Taught in notebooks/04_feature_depth.ipynb.
+    """
+    import torch.nn.functional as F
+
+    if images.ndim != 4:
+        raise ValueError(f"expected images (N, C, H, W), got {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    ch, cw = round(h / 1.5), round(w / 1.5)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    centre = F.interpolate(images[..., top : top + ch, left : left + cw], size=(h, w), mode="bilinear",
+                           align_corners=False)
+    corner = F.interpolate(images[..., :ch, :cw], size=(h, w), mode="bilinear", align_corners=False)
+    return torch.cat([images, images.flip(-1), centre, corner])
