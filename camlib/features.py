@@ -157,11 +157,12 @@ def top_activating_patches(activations: torch.Tensor, images: torch.Tensor, chan
             "patches": patches}
 
 
-def augment(images: torch.Tensor) -> torch.Tensor:
-    """The images ``(N, C, H, W)`` and three augmentations of each, ``(4N, C, H, W)``.
+def augment(images: torch.Tensor, zoom: float = 2.0) -> torch.Tensor:
+    """The images ``(N, C, H, W)`` and five augmentations of each: ``(6N, C, H, W)``.
 
-    Order: originals, horizontal flips, a 1.5x zoom on the centre, a 1.5x zoom on the
-    top-left quarter region (both resized back to ``H x W`` bilinearly). Deterministic.
+    Order (blocks of N): originals, horizontal flips, then a ``zoom``-times enlargement
+    of the top-left, top-right, bottom-left and bottom-right corner regions, each
+    resized back to ``H x W`` (bilinear, antialiased). Deterministic: no randomness.
 
     Taught in notebooks/04_feature_depth.ipynb.
     """
@@ -169,10 +170,12 @@ def augment(images: torch.Tensor) -> torch.Tensor:
 
     if images.ndim != 4:
         raise ValueError(f"expected images (N, C, H, W), got {tuple(images.shape)}")
+    if zoom < 1:
+        raise ValueError(f"zoom must be at least 1, got {zoom}")
     h, w = images.shape[-2:]
-    ch, cw = round(h / 1.5), round(w / 1.5)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    centre = F.interpolate(images[..., top : top + ch, left : left + cw], size=(h, w), mode="bilinear",
-                           align_corners=False)
-    corner = F.interpolate(images[..., :ch, :cw], size=(h, w), mode="bilinear", align_corners=False)
-    return torch.cat([images, images.flip(-1), centre, corner])
+    ch, cw = round(h / zoom), round(w / zoom)
+    out = [images, images.flip(-1)]
+    for top, left in ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw)):
+        crop = images[..., top : top + ch, left : left + cw]
+        out.append(F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True))
+    return torch.cat(out)

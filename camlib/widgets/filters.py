@@ -14,12 +14,13 @@ Taught in notebooks/01_convolution.ipynb and notebooks/02_pooling.ipynb.
 
 from __future__ import annotations
 
+import io
+
 import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from IPython.display import display
 
 from camlib import conv, pooling
 
@@ -27,6 +28,15 @@ __all__ = ["KernelExplorer", "PoolingExplorer", "edge_map", "kernel_explorer", "
 
 _CUSTOM = "custom"
 _YOUR_IMAGE = "your image"
+
+
+def _png(fig) -> bytes:
+    """The figure as PNG bytes (then closed): what the explorers show in their ``picture``."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def _photo_names() -> list[str]:
@@ -83,7 +93,8 @@ class KernelExplorer:
     ``photo`` (Dropdown). State after each redraw: ``image`` ``(H, W)`` the grayscale
     photo, ``kernel`` ``(3, 3)``, ``filtered`` ``(H, W)`` =
     ``F.conv2d(image[None, None], kernel[None, None], padding=1)[0, 0]``, ``draws``
-    the number of redraws. Display ``.widget``.
+    the number of redraws, ``picture`` (an Image widget holding the PNG drawn).
+    Display ``.widget``.
     """
 
     def __init__(self, image="chelsea", kernel="sobel x", max_side: int = 256):
@@ -101,7 +112,7 @@ class KernelExplorer:
         self.photo = self._source.dropdown
         self.preset = W.Dropdown(options=[*conv.KERNELS, _CUSTOM], value=preset, description="kernel")
         self.cells = [W.FloatText(value=float(v), layout=W.Layout(width="70px")) for v in start.flatten()]
-        self.output = W.Output()
+        self.picture = W.Image(format="png")
         self.draws = 0
         self.image: torch.Tensor | None = None
         self.kernel: torch.Tensor = start
@@ -114,7 +125,7 @@ class KernelExplorer:
         self.photo.observe(lambda change: self.redraw(), names="value")
 
         grid = W.GridBox(self.cells, layout=W.Layout(grid_template_columns="repeat(3, 75px)"))
-        self.widget = W.VBox([W.HBox([self.photo, self.preset]), W.HBox([W.Label("mask:"), grid]), self.output])
+        self.widget = W.VBox([W.HBox([self.photo, self.preset]), W.HBox([W.Label("mask:"), grid]), self.picture])
         self.redraw()
 
     def _on_preset(self, change) -> None:
@@ -163,11 +174,7 @@ class KernelExplorer:
         axes[1].set_title(f"{self.preset.value} (sum of mask = {float(self.kernel.sum()):.3g})")
         for ax in axes:
             ax.axis("off")
-        fig.tight_layout()
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)
+        self.picture.value = _png(fig)
 
 
 def kernel_explorer(image="chelsea", kernel="sobel x", max_side: int = 256) -> KernelExplorer:
@@ -198,8 +205,8 @@ class PoolingExplorer:
     Controls: ``mode`` ("max" / "avg"), ``size`` and ``stride`` (IntSliders),
     ``source`` ("photo" / "feature map"), ``photo`` (Dropdown). State after each
     redraw: ``input`` ``(H, W)`` what is pooled, ``pooled`` ``(H_out, W_out)`` =
-    ``F.max_pool2d`` / ``F.avg_pool2d`` of it, ``draws`` the number of redraws.
-    Display ``.widget``.
+    ``F.max_pool2d`` / ``F.avg_pool2d`` of it, ``draws`` the number of redraws,
+    ``picture`` (an Image widget holding the PNG drawn). Display ``.widget``.
     """
 
     def __init__(self, image="chelsea", mode: str = "max", size: int = 4, stride: int | None = None,
@@ -220,13 +227,13 @@ class PoolingExplorer:
         self.source = W.ToggleButtons(options=["photo", "feature map"], value=source, description="pool")
         self.size = W.IntSlider(value=size, min=1, max=max_size, description="pool size")
         self.stride = W.IntSlider(value=stride, min=1, max=max_size, description="stride")
-        self.output = W.Output()
+        self.picture = W.Image(format="png")
         self.draws = 0
         self.input: torch.Tensor | None = None
         self.pooled: torch.Tensor | None = None
         for control in (self.photo, self.mode, self.source, self.size, self.stride):
             control.observe(lambda change: self.redraw(), names="value")
-        self.widget = W.VBox([W.HBox([self.photo, self.source]), self.mode, W.HBox([self.size, self.stride]), self.output])
+        self.widget = W.VBox([W.HBox([self.photo, self.source]), self.mode, W.HBox([self.size, self.stride]), self.picture])
         self.redraw()
 
     def redraw(self) -> None:
@@ -244,11 +251,7 @@ class PoolingExplorer:
         axes[1].set_title(f"{self.mode.value} pool {k}x{k}, stride {s} -> {tuple(self.pooled.shape)}")
         for ax in axes:
             ax.axis("off")
-        fig.tight_layout()
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)
+        self.picture.value = _png(fig)
 
 
 def pooling_explorer(image="chelsea", mode: str = "max", size: int = 4, stride: int | None = None,
