@@ -12,10 +12,12 @@ Taught in notebooks/04_feature_depth.ipynb.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack
 
 import torch
 from torch import nn
+
+from camlib.hooks import Capture
 
 
 def depth_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -37,51 +39,30 @@ def depth_layers(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
-@contextmanager
-def recording(modules: dict[str, nn.Module]):
-    """Context manager that records the output of each module in ``modules`` while it is active.
-
-    Yields a dict ``{label: output tensor}`` filled by forward hooks (detached). A module
-    that runs more than once in the block (a shared module, or two forward passes) raises
-    ``ValueError`` rather than silently keeping one of its outputs. Hooks are removed on
-    exit, also when an exception is raised.
-
-    Taught in notebooks/04_feature_depth.ipynb.
-    """
-    outputs: dict[str, torch.Tensor] = {}
-
-    def hook_for(label):
-        def hook(_module, _inputs, output):
-            if label in outputs:
-                raise ValueError(f"module {label!r} ran more than once (is it shared, e.g. model._swish "
-                                 "for stem and head?); hook a module that runs once per forward pass")
-            outputs[label] = output.detach()
-        return hook
-
-    handles = [module.register_forward_hook(hook_for(label)) for label, module in modules.items()]
-    try:
-        yield outputs
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @torch.no_grad()
 def capture_activations(model: nn.Module, modules: dict[str, nn.Module], inputs: torch.Tensor) -> dict[str, torch.Tensor]:
     """Outputs of the named modules for one forward pass of ``inputs`` ``(N, 3, H, W)``.
 
-    ``modules`` is ``{label: module}`` (e.g. :func:`depth_layers`). Returns
-    ``{label: (N, K, h, w) tensor}`` in the order of ``modules``. The model runs in
-    whatever mode the caller left it in (use ``model.eval()`` for inference).
+    ``modules`` is ``{label: module}`` (e.g. :func:`depth_layers`); each gets a
+    :class:`camlib.hooks.Capture`, removed on exit. Returns ``{label: (N, K, h, w) tensor}``
+    in the order of ``modules``. A module that runs more than once per forward pass (a
+    shared module such as ``model._swish``) raises ``ValueError`` instead of silently
+    keeping one of its outputs. The model runs in whatever mode the caller left it in
+    (use ``model.eval()`` for inference).
 
     Taught in notebooks/04_feature_depth.ipynb.
     """
-    with recording(modules) as outputs:
+    with ExitStack() as stack:
+        captures = {label: stack.enter_context(Capture(module)) for label, module in modules.items()}
         model(inputs)
-    missing = [label for label in modules if label not in outputs]
+    missing = [label for label, c in captures.items() if c.calls == 0]
     if missing:
         raise ValueError(f"modules {missing} did not run in the forward pass")
-    return {label: outputs[label] for label in modules}
+    repeated = {label: c.calls for label, c in captures.items() if c.calls > 1}
+    if repeated:
+        raise ValueError(f"modules ran more than once in one forward pass {repeated} (shared, like "
+                         "model._swish for stem and head?); hook modules that run once, e.g. model._bn0")
+    return {label: c.value for label, c in captures.items()}
 
 
 def unit_centre(index: int, map_size: int, image_size: int) -> float:
@@ -179,3 +160,28 @@ def augment(images: torch.Tensor, zoom: float = 2.0) -> torch.Tensor:
         crop = images[..., top : top + ch, left : left + cw]
         out.append(F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True))
     return torch.cat(out)
+
+
+def correlation_with_image(activations: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """How picture-like each feature map is: its Pearson correlation with the grey photo.
+
+    Every map of ``activations`` ``(N, K, h, w)`` is resized (bilinear) to the size of
+    ``images`` ``(N, C, H, W)`` and correlated, over all pixels, with the channel mean of
+    its image. Returns ``(N, K)`` values in [-1, 1] (0 for a constant map): near +-1 the map
+    is the photo (or its negative), near 0 it no longer looks like it.
+
+    Taught in notebooks/04_feature_depth.ipynb.
+    """
+    import torch.nn.functional as F
+
+    if activations.ndim != 4 or images.ndim != 4 or len(activations) != len(images):
+        raise ValueError(f"expected activations (N, K, h, w) and images (N, C, H, W) with the same N; "
+                         f"got {tuple(activations.shape)} and {tuple(images.shape)}")
+    maps = F.interpolate(activations.double(), size=images.shape[-2:], mode="bilinear",
+                         align_corners=False).flatten(2)  # (N, K, H*W)
+    grey = images.double().mean(1).flatten(1)  # (N, H*W)
+    maps = maps - maps.mean(-1, keepdim=True)
+    grey = grey - grey.mean(-1, keepdim=True)
+    numerator = torch.einsum("nkp,np->nk", maps, grey)
+    denominator = maps.norm(dim=-1) * grey.norm(dim=-1)[:, None]
+    return torch.where(denominator > 0, numerator / denominator.clamp_min(1e-300), 0.0).float()

@@ -14,16 +14,12 @@ import math
 
 import torch
 
+from camlib.conv import gaussian_kernel, kernel
+
 # Colour directions (R, G, B); each is a unit vector so grey and colour filters compare fairly.
 _GREY = torch.tensor([1.0, 1.0, 1.0]) / math.sqrt(3)
 _RED_GREEN = torch.tensor([1.0, -1.0, 0.0]) / math.sqrt(2)
 _BLUE_YELLOW = torch.tensor([-0.5, -0.5, 1.0]) / math.sqrt(1.5)
-
-
-def _gaussian(size: int, sigma: float) -> torch.Tensor:
-    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
-    return g / g.sum()
 
 
 def gabor_kernel(size: int, theta: float, wavelength: float, sigma: float, phase: float = 0.0) -> torch.Tensor:
@@ -54,28 +50,26 @@ def hand_made_filters(size: int = 3) -> dict[str, torch.Tensor]:
     """
     if size < 3 or size % 2 == 0:
         raise ValueError(f"size must be an odd number >= 3, got {size}")
-    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     diagonal = torch.tensor([[0.0, 1.0, 2.0], [-1.0, 0.0, 1.0], [-2.0, -1.0, 0.0]])
-    laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
     spatial = {
-        "sobel x (vertical edge)": sobel_x,
-        "sobel y (horizontal edge)": sobel_x.T,
+        "sobel x (vertical edge)": kernel("sobel x"),  # the masks of notebooks/01_convolution
+        "sobel y (horizontal edge)": kernel("sobel y"),
         "diagonal edge /": diagonal,
         "diagonal edge \\": diagonal.flip(1),
-        "laplacian": laplacian,
+        "laplacian": kernel("laplacian"),
     }
     if size != 3:
         spatial = {name: torch.nn.functional.interpolate(k[None, None], size=(size, size), mode="bilinear",
                                                         align_corners=True)[0, 0]
                    for name, k in spatial.items()}
     sigma = size / 3
-    spatial["gaussian blur"] = _gaussian(size, sigma)
+    spatial["gaussian blur"] = gaussian_kernel(size, sigma)
     for degrees in (0, 45, 90, 135):
         spatial[f"gabor bar {degrees}°"] = gabor_kernel(size, math.radians(degrees), wavelength=size, sigma=sigma)
 
     bank = {name: _GREY[:, None, None] * kernel for name, kernel in spatial.items()}
     flat = torch.ones(size, size) / size
-    centre = _gaussian(size, size / 6)
+    centre = gaussian_kernel(size, size / 6)
     centre_surround = centre - centre.mean()
     bank["red - green"] = _RED_GREEN[:, None, None] * flat
     bank["blue - yellow"] = _BLUE_YELLOW[:, None, None] * flat

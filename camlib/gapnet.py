@@ -203,6 +203,19 @@ def train(config: TrainConfig, data: dict | None = None, progress: bool = True):
     start = time.perf_counter()
     bar = tqdm(range(config.epochs), desc=f"training {config.head} {config.map_size}x{config.map_size}",
                disable=not progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # same weights on any machine (sums do not depend on the thread count)
+    try:
+        _epochs(model, images, labels, config, generator, optimizer, schedule, losses, bar)
+    finally:
+        torch.set_num_threads(threads)
+    seconds = time.perf_counter() - start
+    model.eval()
+    info = {"loss": losses, "train_seconds": seconds, "val_accuracy": accuracy(model, data["val"])}
+    return model, info
+
+
+def _epochs(model, images, labels, config, generator, optimizer, schedule, losses, bar) -> None:
     for _ in bar:
         model.train()
         order = torch.randperm(len(images), generator=generator)
@@ -217,10 +230,6 @@ def train(config: TrainConfig, data: dict | None = None, progress: bool = True):
             total += loss.item() * len(idx)
         losses.append(total / len(images))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    seconds = time.perf_counter() - start
-    model.eval()
-    info = {"loss": losses, "train_seconds": seconds, "val_accuracy": accuracy(model, data["val"])}
-    return model, info
 
 
 def cache_dir() -> Path:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from camlib.hooks import Capture
+
 _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
 
@@ -149,22 +151,17 @@ def input_gradient(model: nn.Module, module: nn.Module, inputs: torch.Tensor,
 
     Taught in notebooks/04_feature_depth.ipynb.
     """
-    captured = []
-    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
     x = inputs[:1].detach().clone().requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            model(x)
-            if not captured:
-                raise ValueError("the module did not run in the forward pass")
-            out = captured[0]
-            h, w = out.shape[-2:]
-            i, j = (h // 2, w // 2) if position is None else position
-            if not (0 <= i < h and 0 <= j < w):
-                raise ValueError(f"position {(i, j)} is outside the {h} x {w} output map")
-            grad, = torch.autograd.grad(out[0, :, i, j].sum(), x)
-    finally:
-        handle.remove()
+    with torch.enable_grad(), Capture(module, detach=False) as captured:
+        model(x)
+    if captured.calls == 0:
+        raise ValueError("the module did not run in the forward pass")
+    out = captured.value
+    h, w = out.shape[-2:]
+    i, j = (h // 2, w // 2) if position is None else position
+    if not (0 <= i < h and 0 <= j < w):
+        raise ValueError(f"position {(i, j)} is outside the {h} x {w} output map")
+    grad, = torch.autograd.grad(out[0, :, i, j].sum(), x)
     return grad[0].abs().sum(0)
 
 

@@ -31,8 +31,12 @@ def test_bad_input():
         rf.trace_spatial_layers(nn.Conv2d(1, 1, (3, 5)), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="2-D"):
         rf.empirical_receptive_field(torch.zeros(3, 4, 4))
+    conv = nn.Conv2d(1, 1, 3)
     with pytest.raises(ValueError, match="outside"):
-        rf.input_gradient(nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3), torch.zeros(1, 1, 8, 8))
+        rf.input_gradient(conv, conv, torch.zeros(1, 1, 8, 8), position=(6, 0))
+    with pytest.raises(ValueError, match="did not run"):
+        rf.input_gradient(conv, nn.Conv2d(1, 1, 3), torch.zeros(1, 1, 8, 8))
+    assert not conv._forward_hooks
 
 
 def _chain(spec):

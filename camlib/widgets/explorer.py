@@ -125,6 +125,9 @@ class CAMExplorer:
         self.categories = list(categories)
         self.true_boxes = {k: torch.as_tensor(v, dtype=torch.float32).reshape(4) for k, v in (true_boxes or {}).items()}
         self.max_upload_side = max_upload_side
+        self._images: dict[str, object] = dict(photos)
+        if not self._images:
+            raise ValueError("cam_explorer needs at least one photo")
         self._cam = cam_steps.CAM(model)
         num_classes = self._cam.fc.out_features
         if len(self.categories) != num_classes:
@@ -136,9 +139,6 @@ class CAMExplorer:
         self._labels = {label: i for i, label in enumerate(self._label_of)}
         for i, name in enumerate(self.categories):  # a shared name alone means its first class
             self._labels.setdefault(name, i)
-        self._images: dict[str, object] = dict(photos)
-        if not self._images:
-            raise ValueError("cam_explorer needs at least one photo")
         self._quiet = False
 
         self.photo = W.Dropdown(options=list(self._images), description="photo")
@@ -212,9 +212,11 @@ class CAMExplorer:
         self._sync_class_controls()
         self.update_box()
 
-    def update_box(self) -> None:
-        """The box of the current map at the current threshold (and its IoU with the true box)."""
-        self.current_box = cam_steps.cam_to_box(self.current_map, self.threshold.value)
+    def update_box(self, threshold: float | None = None) -> None:
+        """The box of the current map at ``threshold`` (default: the slider's value), and
+        its IoU with the true box; no drawing."""
+        threshold = self.threshold.value if threshold is None else threshold
+        self.current_box = cam_steps.cam_to_box(self.current_map, threshold)
         true_box = self.true_boxes.get(self.current_photo)
         if true_box is None:
             self.current_iou = None
