@@ -99,11 +99,19 @@ def test_edge_map_values():
 
 
 def test_pooling_explorer_bad_input():
-    with pytest.raises(ValueError, match="stride must be an int from 1"):
+    with pytest.raises(ValueError, match="stride must be a positive int"):
         filters.pooling_explorer("coffee", stride=0, max_side=64)
-    with pytest.raises(ValueError, match="size must be an int from 1"):
+    with pytest.raises(ValueError, match="pool size 100 is larger than allowed here"):
         filters.pooling_explorer("coffee", size=100, max_side=64)
     with pytest.raises(ValueError, match="mode must be"):
         filters.pooling_explorer("coffee", mode="median", max_side=64)
     with pytest.raises(ValueError, match="source must be"):
         filters.pooling_explorer("coffee", source="edges", max_side=64)
+
+
+def test_pooling_explorer_small_image_limits_sliders():
+    image = np.zeros((12, 20, 3), np.uint8)
+    ex = filters.pooling_explorer(image, size=2)
+    assert ex.size.max == 12 and ex.stride.max == 12
+    with pytest.raises(ValueError, match=r"pool size 13 is larger than allowed here \(at most 12; the image is \(12, 20\)\)"):
+        filters.pooling_explorer(image, size=13)

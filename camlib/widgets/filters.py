@@ -217,11 +217,15 @@ class PoolingExplorer:
             raise ValueError(f"source must be 'photo' or 'feature map', got {source!r}")
         stride = size if stride is None else stride
         for name, value in (("size", size), ("stride", stride)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_size:
-                raise ValueError(f"{name} must be an int from 1 to {max_size}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         self._source = _PhotoSource(image, max_side)
-        if max_size > min(self._source.gray().shape):
-            raise ValueError(f"max_size {max_size} is larger than the image {tuple(self._source.gray().shape)}")
+        shape = tuple(self._source.gray().shape)
+        max_size = min(max_size, *shape)  # the sliders stop where the pool would not fit
+        if size > max_size:
+            raise ValueError(f"pool size {size} is larger than allowed here (at most {max_size}; the image is {shape})")
+        if stride > max_size:
+            raise ValueError(f"stride {stride} is larger than allowed here (at most {max_size})")
         self.photo = self._source.dropdown
         self.mode = W.ToggleButtons(options=["max", "avg"], value=mode, description="mode")
         self.source = W.ToggleButtons(options=["photo", "feature map"], value=source, description="pool")
@@ -261,7 +265,7 @@ def pooling_explorer(image="chelsea", mode: str = "max", size: int = 4, stride: 
     ``image`` is a sample photo name or any image :func:`camlib.data.load_image`
     accepts (grayscale, longer side shrunk to at most ``max_side``); ``mode`` is
     ``"max"`` or ``"avg"``; ``size`` and ``stride`` (default: ``size``) are ints from 1
-    to 32 (``ValueError`` otherwise); ``source`` is ``"photo"`` or ``"feature map"``
+    to 32 and at most the image's shorter side (``ValueError`` otherwise); ``source`` is ``"photo"`` or ``"feature map"``
     (Sobel edge strength, see :func:`edge_map`). Returns a :class:`PoolingExplorer`;
     display its ``.widget``.
 
