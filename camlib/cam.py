@@ -166,6 +166,11 @@ def _gap_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
             f"not global average pooling + one linear layer. {hint}"
         )
     after = [(name, m) for i, name, m in linears if i > i_pool]
+    if len(linears) == 1:
+        # The only linear layer of the model is the head, wherever it was registered
+        # (a model may define self.fc before its convolutions); the identity check
+        # at call time still proves that it really follows the pooling.
+        after = [(linears[0][1], linears[0][2])]
     if len(after) != 1:
         raise ValueError(
             f"{cls} has {len(after)} linear layers after its global pooling ({[n for n, _ in after]}); "

@@ -263,6 +263,25 @@ def test_refuses_head_that_breaks_identity_at_call_time():
     assert active_hook_count(model) == 0
 
 
+def test_head_registered_before_the_convolutions():
+    """Registration order is not forward order: a lone linear layer is the head wherever it sits."""
+
+    class FcFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+            self.conv = nn.Conv2d(3, 6, 3)
+            self.gap = nn.AdaptiveAvgPool2d((1, 1))
+
+        def forward(self, x):
+            return self.fc(self.gap(self.conv(x)).flatten(1))
+
+    model = FcFirst()
+    with cam.CAM(model) as cam_of:
+        r = cam_of(torch.randn(2, 3, 8, 8), "all")
+    torch.testing.assert_close(r.maps.mean((-2, -1)) + model.fc.bias, r.logits, rtol=1e-5, atol=1e-5)
+
+
 def test_refuses_global_max_pooling():
     model = TinyGap()
     model.pool = nn.AdaptiveMaxPool2d(1)
