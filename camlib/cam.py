@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numbers
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -69,7 +71,7 @@ def upsample(cam: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
     _check_map_rank(cam, "upsample")
     if mode not in ("bilinear", "nearest", "bicubic"):
         raise ValueError(f"mode must be 'bilinear', 'nearest' or 'bicubic', got {mode!r}")
-    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    size = (int(size), int(size)) if isinstance(size, numbers.Integral) else tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be a positive int or (H, W), got {size}")
     x = cam.reshape(-1, 1, *cam.shape[-2:]) if cam.ndim != 4 else cam
@@ -81,28 +83,36 @@ def upsample(cam: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
 def normalize(cam: torch.Tensor) -> torch.Tensor:
     """Min-max scale each map (over its last two dims) to [0, 1]; returns a new tensor.
 
-    A constant map has no peak to show and becomes all zeros (never NaN).
+    A constant map has no peak to show and becomes all zeros (never NaN); a map
+    with NaN or infinite values raises ``ValueError`` instead of hiding them.
     """
     _check_map_rank(cam, "normalize")
+    if not torch.isfinite(cam).all():
+        raise ValueError("the map contains NaN or infinite values; check the features and weights that made it")
     lo = cam.amin(dim=(-2, -1), keepdim=True)
     hi = cam.amax(dim=(-2, -1), keepdim=True)
     span = hi - lo
+    if not torch.isfinite(span).all():  # values near the dtype's limits: subtract in float64
+        return normalize(cam.double()).to(cam.dtype)
     safe = torch.where(span > 0, span, torch.ones_like(span))
     return torch.where(span > 0, (cam - lo) / safe, torch.zeros_like(cam))
 
 
-def cam_to_box(cam: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+def cam_to_box(cam: torch.Tensor, threshold: float = 0.2, relative_to: str = "max") -> torch.Tensor:
     """The paper's box: keep values >= ``threshold`` x max, box the largest region.
 
     ``cam`` is one map ``(H, W)`` or a stack ``(N, H, W)``, usually already up-scaled
-    to the image. Each map is min-max normalized first (as the authors' released
-    code does), so the rule reads "at least ``threshold`` of the way from the map's
-    minimum to its maximum"; for a map whose minimum is 0 that is exactly
-    ``threshold`` x max. The largest 8-connected component of the kept pixels is
-    found with ``scipy.ndimage.label``. Returns ``xyxy`` pixel boxes
+    to the image. ``relative_to="max"`` (default) is the paper's rule as written:
+    keep ``cam >= threshold * cam.max()``. ``relative_to="range"`` first min-max
+    normalizes the map (as the authors' released code does with its heat maps), so
+    the rule reads "at least ``threshold`` of the way from the minimum to the
+    maximum". The two agree on maps whose minimum is 0, such as :func:`normalize`'s
+    output. The largest 8-connected region of the kept pixels (as MATLAB's
+    ``bwlabel``) is found with ``scipy.ndimage.label``. Returns ``xyxy`` pixel boxes
     ``[x0, y0, x1, y1]`` with exclusive ends (a single pixel at (x, y) is
     ``[x, y, x+1, y+1]``): shape ``(4,)`` or ``(N, 4)``, float32. A constant map
-    gives the whole image.
+    gives the whole image. A map with no positive value has no "20 % of the max"
+    under ``relative_to="max"`` and raises ``ValueError``.
     """
     from scipy import ndimage
 
@@ -114,20 +124,29 @@ def cam_to_box(cam: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
         raise ValueError(f"cam_to_box expects a map (H, W) or maps (N, H, W), got {tuple(cam.shape)}")
     if not torch.isfinite(cam).all():
         raise ValueError("cam contains NaN or infinite values")
-    maps = normalize(cam.float()).reshape(-1, *cam.shape[-2:])
-    keep = (maps >= threshold).cpu().numpy()
+    if relative_to not in ("max", "range"):
+        raise ValueError(f"relative_to must be 'max' or 'range', got {relative_to!r}")
+    maps = cam.float().reshape(-1, *cam.shape[-2:])
+    if relative_to == "range":
+        maps = normalize(maps)
+    peak = maps.amax(dim=(-2, -1), keepdim=True)
+    constant = (maps == peak).flatten(1).all(dim=1)
+    if ((peak[:, 0, 0] <= 0) & ~constant).any():
+        raise ValueError(
+            "a map's maximum is not positive, so 'threshold x max' keeps nothing meaningful; "
+            "normalize the map first or use relative_to='range'"
+        )
+    keep = (maps >= threshold * peak).cpu().numpy()
+    keep[constant.cpu().numpy()] = True  # no peak to find: the whole image
     structure = np.ones((3, 3), dtype=bool)
     boxes = []
     for mask in keep:
         labels, n = ndimage.label(mask, structure=structure)
-        if n == 0:  # threshold > 0 on a constant map cannot happen after normalize; be safe
-            boxes.append([0, 0, mask.shape[1], mask.shape[0]])
-            continue
         sizes = np.bincount(labels.ravel())[1:]
         largest = int(np.argmax(sizes)) + 1
         rows, cols = ndimage.find_objects(labels)[largest - 1]
         boxes.append([cols.start, rows.start, cols.stop, rows.stop])
-    out = torch.tensor(boxes, dtype=torch.float32)
+    out = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     return out[0] if cam.ndim == 2 else out
 
 
@@ -135,33 +154,41 @@ def cam_to_box(cam: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
 def _gap_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     """Find the GAP module and the single linear layer after it, or say why not."""
     modules = list(model.named_modules())
+    last_conv = max((i for i, (_, m) in enumerate(modules) if isinstance(m, nn.Conv2d)), default=-1)
     pools = [
         (i, name, m)
         for i, (name, m) in enumerate(modules)
         if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
+        # a fixed-size nn.AvgPool2d is the head's GAP only after the last convolution
+        # (DenseNet's transition layers use it for down-sampling between blocks)
+        or (isinstance(m, nn.AvgPool2d) and i > last_conv)
     ]
     linears = [(i, name, m) for i, (name, m) in enumerate(modules) if isinstance(m, nn.Linear)]
     cls = type(model).__name__
     hint = (
         "CAM needs the last convolutional maps to go through global average pooling and then "
         "exactly one linear layer (as in ResNet, GoogLeNet-GAP, EfficientNet). For other heads "
-        "use a gradient-based map such as Grad-CAM, or pass feature_layer= and fc= explicitly "
-        "if you know the head is GAP + linear."
+        "use a gradient-based map such as Grad-CAM. If the head is GAP + linear but found "
+        "wrongly, name it: CAM(model, feature_layer=<pooling module>, fc=<linear layer>), or "
+        "feature_layer=<last convolutional block>, where='output'."
     )
     if not pools:
-        raise ValueError(f"{cls} has no adaptive pooling layer, so it has no GAP head to take CAM from. {hint}")
+        raise ValueError(
+            f"{cls} has no pooling module: either it has no GAP head to take CAM from, or it "
+            f"pools with a function (x.mean(...), F.adaptive_avg_pool2d) that no hook can see. {hint}"
+        )
     i_pool, pool_name, pool = pools[-1]
     if isinstance(pool, nn.AdaptiveMaxPool2d):
         raise ValueError(
             f"{cls}.{pool_name} is global MAX pooling: the logits are not the mean of a map, so the "
             f"CAM identity does not hold. {hint}"
         )
-    out = pool.output_size
+    out = getattr(pool, "output_size", (1, 1))  # nn.AvgPool2d: its output size shows at run time
     out = (out, out) if isinstance(out, int) else tuple(out)
-    if any(o not in (1, None) for o in out):
+    if any(o != 1 for o in out):
         n_lin = sum(1 for i, _, _ in linears if i > i_pool)
         raise ValueError(
-            f"{cls}.{pool_name} pools to {out[0]}x{out[1]}, not 1x1, and is followed by {n_lin} linear "
+            f"{cls}.{pool_name} pools to {out[0]}x{out[1]} (not 1x1) and is followed by {n_lin} linear "
             f"layer(s): its head flattens a spatial map into fully connected layers (like VGG), "
             f"not global average pooling + one linear layer. {hint}"
         )
@@ -217,7 +244,12 @@ class CAMResult:
 
 
 def _class_index(class_idx, logits: torch.Tensor) -> torch.Tensor | None:
-    """Turn the many ways of naming classes into an ``(N, k)`` long tensor (None = all)."""
+    """Turn the many ways of naming classes into an ``(N, k)`` long tensor (None = all).
+
+    A Python list or tuple names classes for every image; a 1-D tensor or numpy array
+    is data, one class per image (e.g. the true labels), and must have length N;
+    a 2-D ``(N, k)`` tensor or array gives k classes per image.
+    """
     n, num_classes = logits.shape
     if isinstance(class_idx, str):
         if class_idx != "all":
@@ -228,17 +260,26 @@ def _class_index(class_idx, logits: torch.Tensor) -> torch.Tensor | None:
     elif isinstance(class_idx, (int, np.integer)) and not isinstance(class_idx, bool):
         idx = torch.full((n, 1), int(class_idx), dtype=torch.long)
     else:
-        idx = torch.as_tensor(class_idx)
-        if idx.dtype == torch.bool or torch.is_floating_point(idx):
+        is_list = isinstance(class_idx, (list, tuple))
+        if is_list and len(class_idx) == 0:
+            raise ValueError("class_idx is an empty list: name at least one class")
+        idx = torch.as_tensor(np.asarray(class_idx) if isinstance(class_idx, np.ndarray) else class_idx)
+        if idx.dtype == torch.bool or torch.is_floating_point(idx) or torch.is_complex(idx):
             raise TypeError(f"class indices must be integers, got {idx.dtype}")
         idx = idx.long()
         if idx.ndim == 0:
             idx = idx.expand(n, 1)
-        elif idx.ndim == 1:
-            # a list of classes for every image, or one class per image given as (N,)
-            idx = idx[None].expand(n, -1) if not isinstance(class_idx, torch.Tensor) else idx[:, None]
+        elif idx.ndim == 1 and is_list:  # the same classes for every image
+            idx = idx[None].expand(n, -1)
+        elif idx.ndim == 1:  # a tensor or array: one class per image
+            if idx.shape[0] != n:
+                raise ValueError(
+                    f"a 1-D tensor or array gives one class per image, but it has {idx.shape[0]} entries "
+                    f"for a batch of {n}; to ask for several classes for every image pass a list, e.g. {idx.tolist()[:3]}"
+                )
+            idx = idx[:, None]
         if idx.ndim != 2 or idx.shape[0] != n:
-            raise ValueError(f"class_idx of shape {tuple(torch.as_tensor(class_idx).shape)} does not fit a batch of {n}")
+            raise ValueError(f"class_idx of shape {tuple(idx.shape)} does not fit a batch of {n}")
     bad = (idx < 0) | (idx >= num_classes)
     if bad.any():
         raise IndexError(
@@ -254,8 +295,11 @@ class CAM:
     ``with CAM(model) as cam_of: result = cam_of(x, class_idx=None)`` hooks the input
     of the global average pooling (the last convolutional maps), runs the model
     once in eval mode without gradients, and returns a :class:`CAMResult`.
-    ``class_idx``: ``None`` (each image's top class), an int, a list of ints,
-    an ``(N,)`` tensor (one class per image) or ``"all"``.
+    ``class_idx``: ``None`` (each image's top class), an int, a list of ints (the
+    same classes for every image), an ``(N,)`` tensor or array (one class per image,
+    e.g. the labels), an ``(N, k)`` tensor, or ``"all"``. With ``feature_layer=`` and
+    ``fc=`` the head is named by hand (``where="output"`` when ``feature_layer`` is the
+    last convolutional block rather than the pooling).
 
     On exit the hook is removed (also after an exception) and every module's
     train/eval flag is restored. The head is checked when entering (a model whose
@@ -265,26 +309,27 @@ class CAM:
     """
 
     def __init__(self, model: nn.Module, feature_layer: nn.Module | None = None, fc: nn.Linear | None = None,
-                 check: bool = True):
+                 where: str = "input", check: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"CAM needs a torch nn.Module, got {type(model).__name__}")
         if (feature_layer is None) != (fc is None):
             raise ValueError("pass both feature_layer= (the GAP module) and fc= (the linear layer), or neither")
         if feature_layer is None:
             feature_layer, fc = _gap_head(model)
+            where = "input"
         if not isinstance(fc, nn.Linear):
             raise TypeError(f"fc must be an nn.Linear, got {type(fc).__name__}")
         self.model = model
         self.pool = feature_layer
         self.fc = fc
         self.check = check
-        self._capture = Capture(feature_layer, where="input")
+        self._capture = Capture(feature_layer, where=where)
         self._modes: list[tuple[nn.Module, bool]] | None = None
 
     def __enter__(self) -> "CAM":
+        self._capture.__enter__()  # raises if this CAM is already active, before touching any mode
         self._modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
-        self._capture.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -296,7 +341,7 @@ class CAM:
     def __call__(self, x: torch.Tensor, class_idx=None) -> CAMResult:
         if not self._capture.active:
             raise RuntimeError("use CAM as a context manager: `with CAM(model) as cam_of: cam_of(x)`")
-        self._check_input(x)
+        x = self._check_input(x)
         self._capture.value = None
         with torch.no_grad():
             logits = self.model(x)
@@ -318,7 +363,7 @@ class CAM:
             result.maps = result.maps_for(idx)
         return result
 
-    def _check_input(self, x) -> None:
+    def _check_input(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(
                 f"CAM expects a preprocessed (N, 3, H, W) float tensor, got {type(x).__name__}; "
@@ -330,6 +375,8 @@ class CAM:
             raise ValueError(f"input must have shape (N, C, H, W), got {tuple(x.shape)}")
         if not torch.is_floating_point(x):
             raise TypeError(f"input must be a float tensor (preprocessed), got {x.dtype}")
+        if x.shape[0] == 0:
+            raise ValueError("the batch is empty (N = 0): there is no image to compute a map for")
         channels = _first_conv_channels(self.model)
         if channels is not None and x.shape[1] != channels:
             raise ValueError(
@@ -338,8 +385,16 @@ class CAM:
             )
         if not torch.isfinite(x).all():
             raise ValueError("input contains NaN or infinite values")
+        param = next(self.model.parameters(), None)
+        return x if param is None or not torch.is_floating_point(param) else x.to(param.dtype)
 
     def _check_identity(self, features, weight, bias, logits) -> None:
+        if weight.shape[1] != features.shape[1]:
+            raise ValueError(
+                f"the captured features have {features.shape[1]} channels but the linear layer takes "
+                f"{weight.shape[1]} inputs: {type(self.model).__name__}'s head is not GAP on these "
+                "features followed by this one linear layer"
+            )
         pooled = features.mean(dim=(-2, -1)) @ weight.T.to(features.dtype)
         if bias is not None:
             pooled = pooled + bias

@@ -24,33 +24,43 @@ class ImageError(ValueError):
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale any numeric array to uint8 (0-255) by its dtype's range."""
+    """Scale a numeric array to uint8 (0-255) by its type, never by a guess from its values.
+
+    uint8 stays; uint16 is 16-bit (0-65535 -> 0-255); bool is 0/255; floats must lie
+    in [0, 1]; any other integer type must already hold 0-255 (as ``np.array([[0, 255]])``
+    does, which is int64).
+    """
     if array.dtype == np.uint8:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return np.round(array.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
-        info = np.iinfo(array.dtype)
-        if info.min < 0:
-            raise ImageError(f"signed integer images ({array.dtype}) are not supported; convert to uint8 or float in [0, 1]")
-        top = info.max if array.max(initial=0) > 255 else 255
-        return np.round(array.astype(np.float64) * (255.0 / top)).astype(np.uint8)
+        lo, hi = int(array.min(initial=0)), int(array.max(initial=0))
+        if lo < 0 or hi > 255:
+            raise ImageError(
+                f"{array.dtype} image holds values {lo} .. {hi}, outside 0 .. 255; pass uint8 (0-255), "
+                "uint16 (0-65535) or floats in [0, 1]"
+            )
+        return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ImageError("the image contains NaN or infinite values")
         lo, hi = float(array.min(initial=0.0)), float(array.max(initial=0.0))
-        if lo < 0.0 or hi > 1.0:
+        eps = 1e-6  # rounding error of a computation in [0, 1] is not an error
+        if lo < -eps or hi > 1.0 + eps:
             raise ImageError(
                 f"float images must hold values in [0, 1] (got {lo:.3g} .. {hi:.3g}); "
                 "divide by 255 or pass a uint8 array"
             )
-        return np.round(array * 255.0).astype(np.uint8)
+        return np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
     raise ImageError(f"unsupported image dtype {array.dtype}")
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] > 4:
         raise ImageError(
             f"image array has shape {array.shape}, which looks channels-first; "
             "pass (H, W), (H, W, 3) or (H, W, 4), e.g. array.transpose(1, 2, 0)"
@@ -72,8 +82,18 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
 
 
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return _array_to_rgb(np.asarray(img).astype(np.uint16 if img.mode != "I" else np.uint32))
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)  # phone photos: turn them the way a viewer shows them
+    if img.mode.startswith("I;16"):
+        return _array_to_rgb(np.asarray(img).astype(np.uint16))
+    if img.mode == "I":  # 32-bit integers: in practice 16-bit data (e.g. 16-bit PNG, TIFF)
+        values = np.asarray(img)
+        if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+            raise ImageError(f"32-bit integer image holds values outside 0 .. 65535 ({values.min()} .. {values.max()})")
+        return _array_to_rgb(values.astype(np.uint16))
+    if img.mode == "F":  # 32-bit floats: must be in [0, 1]
+        return _array_to_rgb(np.asarray(img).astype(np.float32))
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode not in ("L", "RGB", "RGBA"):

@@ -62,6 +62,10 @@ class Preprocess:
     resize: int = RESIZE_SIZE
     crop: int = INPUT_SIZE
 
+    def __post_init__(self):
+        if not (isinstance(self.crop, int) and isinstance(self.resize, int) and 1 <= self.crop <= self.resize):
+            raise ValueError(f"need integers 1 <= crop <= resize, got crop={self.crop}, resize={self.resize}")
+
     def cropped(self, image) -> torch.Tensor:
         """The resized, centre-cropped image as a ``(3, crop, crop)`` float tensor in [0, 255]."""
         rgb = data.load_image(image)  # (H, W, 3) uint8

@@ -109,6 +109,15 @@ def test_normalize_known_values_and_constant_map():
     assert m[0, 0, 0] == 2.0  # not in place
 
 
+def test_normalize_refuses_non_finite_and_survives_huge_values():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cam.normalize(torch.tensor([[0.0, 1.0, float("nan")]]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cam.normalize(torch.tensor([[0.0, 1.0, float("inf")]]))
+    out = cam.normalize(torch.tensor([[-3e38, 0.0, 3e38]]))
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.5, 1.0]]))
+
+
 @given(st.integers(1, 6), st.integers(1, 6), st.floats(-1e3, 1e3), st.floats(1e-3, 1e3))
 @settings(max_examples=40, deadline=None)
 def test_normalize_range_property(h, w, shift, scale):
@@ -131,6 +140,9 @@ def test_upsample_bilinear_and_nearest():
     torch.testing.assert_close(bilinear[1:3, 1:3].mean(), m.mean())
     assert cam.upsample(torch.zeros(2, 3, 7, 7), 224).shape == (2, 3, 224, 224)
     assert cam.upsample(torch.zeros(5, 7, 7), (20, 30)).shape == (5, 20, 30)
+    import numpy as np
+
+    assert cam.upsample(torch.zeros(7, 7), np.int64(14)).shape == (14, 14)
 
 
 def test_upsample_bad_input():
@@ -163,6 +175,22 @@ def test_cam_to_box_keeps_largest_component_and_threshold():
     torch.testing.assert_close(cam.cam_to_box(d, 0.5), torch.tensor([0.0, 0.0, 3.0, 3.0]))
 
 
+def test_cam_to_box_relative_to_max_vs_range():
+    m = torch.full((10, 10), -1.0)
+    m[2:5, 2:5] = 1.0
+    m[6:9, 6:9] = 0.1  # above 0.2 of the range (-1..1 -> 0.55), below 0.2 x max (0.2)
+    torch.testing.assert_close(cam.cam_to_box(m, 0.2), torch.tensor([2.0, 2.0, 5.0, 5.0]))
+    m[4, 5:7] = 0.1  # join the weak blob to the strong one: under "range" they form one region
+    m[5, 6] = 0.1
+    torch.testing.assert_close(cam.cam_to_box(m, 0.2, relative_to="range"), torch.tensor([2.0, 2.0, 9.0, 9.0]))
+    torch.testing.assert_close(cam.cam_to_box(m, 0.2), torch.tensor([2.0, 2.0, 5.0, 5.0]))
+    with pytest.raises(ValueError, match="maximum is not positive"):
+        cam.cam_to_box(-torch.rand(5, 5) - 0.1)
+    with pytest.raises(ValueError, match="relative_to"):
+        cam.cam_to_box(m, relative_to="min")
+    assert cam.cam_to_box(torch.zeros(0, 5, 5)).shape == (0, 4)
+
+
 def test_cam_to_box_batch_and_constant_map():
     maps = torch.zeros(2, 8, 8)
     maps[0, 2:4, 5:7] = 3.0
@@ -170,6 +198,7 @@ def test_cam_to_box_batch_and_constant_map():
     assert boxes.shape == (2, 4)
     torch.testing.assert_close(boxes[0], torch.tensor([5.0, 2.0, 7.0, 4.0]))
     torch.testing.assert_close(boxes[1], torch.tensor([0.0, 0.0, 8.0, 8.0]))  # no peak: whole image
+    torch.testing.assert_close(cam.cam_to_box(torch.full((4, 6), -2.0)), torch.tensor([0.0, 0.0, 6.0, 4.0]))
 
 
 def test_cam_to_box_bad_input():
@@ -242,9 +271,9 @@ def test_dropout_does_not_change_maps_in_train_mode_model():
 @pytest.mark.parametrize(
     "name, match",
     [
-        ("vgg11", "pools to 7x7, not 1x1"),
+        ("vgg11", r"pools to 7x7 \(not 1x1\)"),
         ("mobilenet_v3_small", "2 linear layers after its global pooling"),
-        ("densenet121", "no adaptive pooling layer"),
+        ("densenet121", "no pooling module"),
         ("squeezenet1_0", "0 linear layers"),
     ],
 )
@@ -304,6 +333,9 @@ def test_refuses_global_max_pooling():
         (torch.randn(1, 3, 6, 6), "top", ValueError, "'all'"),
         (torch.randn(1, 3, 6, 6), 1.5, TypeError, "integers"),
         (torch.randn(2, 3, 6, 6), torch.tensor([[0], [1], [2]]), ValueError, "does not fit a batch of 2"),
+        (torch.randn(1, 3, 6, 6), torch.tensor([1, 2]), ValueError, "one class per image, but it has 2 entries"),
+        (torch.randn(1, 3, 6, 6), [], ValueError, "empty list"),
+        (torch.randn(0, 3, 6, 6), None, ValueError, "batch is empty"),
     ],
 )
 def test_cam_bad_input(x, class_idx, error, match):
@@ -312,6 +344,66 @@ def test_cam_bad_input(x, class_idx, error, match):
         with pytest.raises(error, match=match):
             cam_of(x, class_idx=class_idx)
     assert active_hook_count(model) == 0
+
+
+def test_class_idx_forms_agree():
+    """Lists name classes for every image; tensors and arrays give one class per image."""
+    import numpy as np
+
+    model = TinyGap()
+    x = torch.randn(3, 3, 6, 6)
+    with cam.CAM(model) as cam_of:
+        all_maps = cam_of(x, "all").maps
+        labels = [2, 0, 3]
+        per_image = all_maps[torch.arange(3), torch.tensor(labels)][:, None]
+        for form in (torch.tensor(labels), np.array(labels), torch.tensor(labels)[:, None]):
+            torch.testing.assert_close(cam_of(x, form).maps, per_image)
+        for form in ([2, 0, 3], (2, 0, 3)):
+            torch.testing.assert_close(cam_of(x, form).maps, all_maps[:, labels])
+        torch.testing.assert_close(cam_of(x, np.int64(1)).maps, all_maps[:, [1]])
+        torch.testing.assert_close(cam_of(x, torch.tensor(1)).maps, all_maps[:, [1]])
+
+
+def test_reentering_an_active_cam_keeps_the_callers_mode():
+    model = TinyGap().train()
+    extractor = cam.CAM(model)
+    with extractor:
+        with pytest.raises(RuntimeError, match="already active"):
+            with extractor:
+                pass
+    assert model.training and active_hook_count(model) == 0
+
+
+def test_double_model_gets_float_input_cast():
+    model = TinyGap().double()
+    with cam.CAM(model) as cam_of:
+        r = cam_of(torch.randn(2, 3, 5, 5), "all")
+    assert r.maps.dtype == torch.float64
+    torch.testing.assert_close(r.maps.mean((-2, -1)) + model.fc.bias, r.logits)
+
+
+def test_functional_pooling_named_by_the_last_block_output():
+    """mobilenet_v2 pools with F.adaptive_avg_pool2d: name its last block, where='output'."""
+    model = torchvision.models.mobilenet_v2(weights=None, num_classes=5)
+    with pytest.raises(ValueError, match="pools with a function"):
+        cam.CAM(model)
+    _randomize_head(model, model.classifier[1], torch.Generator().manual_seed(3))
+    with cam.CAM(model, feature_layer=model.features, fc=model.classifier[1], where="output") as cam_of:
+        r = cam_of(torch.randn(2, 3, 64, 64), "all")
+    torch.testing.assert_close(r.maps.mean((-2, -1)) + model.classifier[1].bias, r.logits, rtol=1e-4, atol=1e-4)
+    # naming a layer whose output is not what the head pools is caught, not silently wrong
+    with cam.CAM(model, feature_layer=model.features[-2], fc=model.classifier[1], where="output") as cam_of:
+        with pytest.raises(ValueError, match="channels but the linear layer takes"):
+            cam_of(torch.randn(1, 3, 64, 64))
+
+
+def test_fixed_size_average_pool_head():
+    """The old way to write GAP, nn.AvgPool2d(kernel = map size), is a GAP head too."""
+    model = TinyGap()
+    model.pool = nn.AvgPool2d(6)
+    with cam.CAM(model) as cam_of:
+        r = cam_of(torch.randn(2, 3, 6, 6), "all")
+    torch.testing.assert_close(r.maps.mean((-2, -1)) + model.fc.bias, r.logits, rtol=1e-5, atol=1e-5)
 
 
 def test_cam_outside_with_block_is_an_error():

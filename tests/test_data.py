@@ -79,12 +79,45 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
         (np.zeros((0, 5)), "empty"),
         (np.full((2, 2), 2.0), r"\[0, 1\]"),
         (np.full((2, 2), np.nan), "NaN"),
-        (np.zeros((2, 2), dtype=np.int16), "signed"),
+        (np.full((2, 2), -1, dtype=np.int16), r"outside 0 \.\. 255"),
+        (np.array([[0, 256]]), r"outside 0 \.\. 255"),
+        (np.full((2, 2), -0.01), r"\[0, 1\]"),
     ],
 )
 def test_bad_arrays(array, match):
     with pytest.raises(data.ImageError, match=match):
         data.load_image(array)
+
+
+def test_integer_images_scale_by_type_not_by_value():
+    # uint16 is 16-bit whatever its values: 200 / 65535 of full scale is almost black
+    assert data.load_image(np.array([[0, 200, 256, 65535]], dtype=np.uint16))[0, :, 0].tolist() == [0, 1, 1, 255]
+    # other integer types hold 8-bit values
+    assert data.load_image(np.array([[0, 128, 255]]))[0, :, 0].tolist() == [0, 128, 255]
+    # tiny rounding below 0 or above 1 in float images is clipped, not refused
+    assert data.load_image(np.array([[-1e-9, 1 + 1e-9]]))[0, :, 0].tolist() == [0, 255]
+
+
+def test_pil_32bit_modes(tmp_path):
+    img = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.int32), mode="I")
+    assert data.load_image(img)[0, :, 0].tolist() == [0, 128, 255]
+    floats = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
+    assert data.load_image(floats)[0, :, 0].tolist() == [0, 128, 255]
+    negative = Image.fromarray(np.array([[-5, 0]], dtype=np.int32), mode="I")
+    with pytest.raises(data.ImageError, match="outside 0 .. 65535"):
+        data.load_image(negative)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20] = 255  # left half white
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: "rotate 90 degrees clockwise to view"
+    Image.fromarray(arr).save(path, exif=exif)
+    out = data.load_image(path)
+    assert out.shape == (40, 20, 3)  # shown upright, as a photo viewer shows it
+    assert out[:15].mean() > 200 and out[-15:].mean() < 50  # the white half is now on top
 
 
 def test_unsupported_type():

@@ -1,6 +1,7 @@
 """camlib.models: packaged weights, the preprocessing they expect, the class names."""
 
 import numpy as np
+import pytest
 import torch
 
 from camlib import models
@@ -28,6 +29,24 @@ def test_preprocess_scales_to_minus_one_one_and_crops_the_centre():
     black = p(np.zeros((256, 256, 3), dtype=np.uint8))
     torch.testing.assert_close(black, -torch.ones_like(black))
     assert p.display(img).shape == (224, 224, 3) and p.display(img).dtype == np.uint8
+
+
+def test_preprocess_pins_resize_256_and_centre_crop_224():
+    """A 256 x 256 image: the crop is exactly its central 224 x 224, pixel for pixel.
+
+    A 16-px black frame lies just outside the crop and a 2-px red ring just inside it,
+    so any other resize or crop shows black or loses the red border.
+    """
+    img = np.full((256, 256, 3), 255, dtype=np.uint8)
+    img[16:240, 16:240][:2] = img[16:240, 16:240][-2:] = [255, 0, 0]
+    img[16:240, 16:240][:, :2] = img[16:240, 16:240][:, -2:] = [255, 0, 0]
+    img[:16] = img[-16:] = img[:, :16] = img[:, -16:] = 0
+    p = models.Preprocess()
+    assert (p.display(img) == img[16:240, 16:240]).all()
+    for other in (models.Preprocess(resize=240), models.Preprocess(resize=300)):
+        assert not (other.display(img) == img[16:240, 16:240]).all()
+    with pytest.raises(ValueError, match="crop <= resize"):
+        models.Preprocess(resize=200)
 
 
 def test_preprocess_accepts_grayscale_and_small_images():

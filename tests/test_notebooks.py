@@ -16,9 +16,11 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 NETWORK = re.compile(
-    r"torch\.hub|load_state_dict_from_url|weights\s*=\s*['\"]?(DEFAULT|IMAGENET)|pretrained\s*=\s*True"
-    r"|urlopen|requests\.get|pooch\.|hf_hub_download|from_pretrained\("
+    r"torch\.hub|load_state_dict_from_url|weights\s*=\s*['\"]?(\w+\.)?(DEFAULT|IMAGENET)|pretrained\s*=\s*True"
+    r"|urlopen|urlretrieve|requests\.get|pooch\.|hf_hub_download|download\s*=\s*True|fetch_openml"
+    r"|^\s*!\s*(wget|curl|pip)|from_pretrained\("
 )
+
 
 
 def _cells(path):
@@ -47,7 +49,24 @@ def test_notebook_shape(path):
     assert all(c["metadata"].get("jupyter", {}).get("source_hidden") for c in solutions), "solutions start collapsed"
     assert any("assert" in _text(c) for c in code), "correctness lives in asserts"
     for c in code:
-        assert not NETWORK.search(_text(c)), f"network access in a notebook cell: {_text(c)[:80]}"
+        for line in _text(c).splitlines():
+            assert not NETWORK.search(line), f"network access in a notebook cell: {line.strip()[:80]}"
+
+
+def test_network_pattern_catches_downloads():
+    for line in ["m = resnet18(weights=ResNet18_Weights.DEFAULT)", "MNIST(root, download=True)", "!wget http://x",
+                 "urllib.request.urlretrieve(u, f)", "fetch_openml('mnist_784')", "torch.hub.load('a', 'b')",
+                 "EfficientNet.from_pretrained('efficientnet-lite0')"]:
+        assert NETWORK.search(line), line
+    assert not NETWORK.search("model, preprocess, categories = models.load_pretrained()")
+
+
+def test_camlib_has_no_download_calls():
+    for path in sorted((ROOT / "camlib").rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if NETWORK.search(code) and "from_pretrained(" not in code:
+                raise AssertionError(f"{path.name}:{number} looks like a download: {line.strip()}")
 
 
 def test_readme_lists_every_notebook():
