@@ -99,13 +99,15 @@ def crop_patch(image: torch.Tensor, centre: tuple[float, float], size: int) -> t
 
 
 def top_activating_patches(activations: torch.Tensor, images: torch.Tensor, channel: int,
-                           k: int = 6, patch_size: int = 64, one_per_image: bool = True) -> dict:
+                           k: int = 6, patch_size: int = 64, one_per_image: bool = True,
+                           exclude_border: int = 0) -> dict:
     """Where channel ``channel`` of a layer responds most, and the input patches there.
 
     ``activations`` ``(N, K, h, w)`` are the layer's outputs for ``images`` ``(N, C, H, W)``.
     Takes the ``k`` largest values of ``activations[:, channel]`` (at most one per image when
     ``one_per_image``, so one photo cannot fill every slot) and cuts a
-    ``patch_size x patch_size`` patch of the image centred on each unit.
+    ``patch_size x patch_size`` patch of the image centred on each unit. Units within
+    ``exclude_border`` cells of the map's edge are skipped (they see mostly padding).
 
     Returns ``{"values": (k,), "image_index": (k,), "position": (k, 2) map (row, col),
     "patches": (k, C, patch_size, patch_size)}``, strongest first.
@@ -118,7 +120,13 @@ def top_activating_patches(activations: torch.Tensor, images: torch.Tensor, chan
     n, n_channels, h, w = activations.shape
     if not 0 <= channel < n_channels:
         raise ValueError(f"channel {channel} is out of range for a layer with {n_channels} channels")
-    maps = activations[:, channel]  # (N, h, w)
+    if exclude_border < 0 or 2 * exclude_border >= min(h, w):
+        raise ValueError(f"exclude_border={exclude_border} leaves no unit of a {h} x {w} map")
+    maps = activations[:, channel].clone()  # (N, h, w)
+    if exclude_border:
+        inner = torch.zeros(h, w, dtype=torch.bool)
+        inner[exclude_border : h - exclude_border, exclude_border : w - exclude_border] = True
+        maps[:, ~inner] = float("-inf")
     if one_per_image:
         best_per_image, where = maps.flatten(1).max(1)  # (N,), (N,)
         k = min(k, n)

@@ -11,6 +11,15 @@ from torch import nn
 from camlib import digits
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models train fastest on one thread (and much faster on a shared, busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sklearn_digits():
     return digits.load_digits("sklearn", test_fraction=0.25, seed=0)

@@ -10,7 +10,7 @@ import torch
 
 from camlib import features, receptive_field
 
-__all__ = ["layer_browser", "LayerBrowser"]
+__all__ = ["layer_browser"]
 
 
 class LayerBrowser:
