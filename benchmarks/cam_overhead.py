@@ -11,7 +11,9 @@ same run and interleaved (so machine load hits all variants alike):
 
 for batch 1 and batch 32, and prints medians and ratios to the plain forward.
 
-    python benchmarks/cam_overhead.py [--repeats 15]
+    python benchmarks/cam_overhead.py [--repeats 15] [--threads 1]
+
+On a busy machine, torch's threads wait on each other; --threads 1 gives steadier numbers.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model, _, _ = models.load_pretrained()
