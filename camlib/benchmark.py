@@ -20,6 +20,7 @@ Taught in notebooks/05_global_average_pooling.ipynb and notebooks/07_results.ipy
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -41,18 +42,21 @@ class BenchmarkConfig:
     is drawn uniformly from this inclusive range (px). ``n_train/n_val/n_test``: images
     per split. ``fragments``: clutter pieces per image, each a ``fragment_size``-pixel
     square cut from another digit and placed outside the target's box. ``noise``:
-    standard deviation of the added Gaussian noise. ``source_fractions``: how the 5000
+    standard deviation of the added Gaussian noise. ``rotation``: each pasted digit
+    is first rotated by an angle drawn uniformly from +-``rotation`` degrees (more
+    variety from the same handwriting). ``source_fractions``: how the 5000
     source digits are shared among train / val / test. ``seed``: one seed for all.
     """
 
     canvas: int = 56
     digit_size: tuple[int, int] = (20, 34)
-    n_train: int = 4000
+    n_train: int = 8000
     n_val: int = 1000
     n_test: int = 1000
     fragments: int = 3
     fragment_size: int = 10
     noise: float = 0.05
+    rotation: float = 15.0
     source_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = 0
 
@@ -64,6 +68,8 @@ class BenchmarkConfig:
             raise ValueError("image counts must be >= 0")
         if self.fragments < 0 or not 1 <= self.fragment_size <= self.canvas:
             raise ValueError(f"fragments must be >= 0 and fragment_size in 1..canvas, got {self.fragments}, {self.fragment_size}")
+        if not 0 <= self.rotation <= 180:
+            raise ValueError(f"rotation must be in [0, 180] degrees, got {self.rotation}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
         if len(self.source_fractions) != 3 or min(self.source_fractions) <= 0 or abs(sum(self.source_fractions) - 1) > 1e-6:
@@ -94,6 +100,22 @@ class Split:
 
     def __getitem__(self, idx) -> "Split":
         return Split(self.images[idx], self.labels[idx], self.boxes[idx], self.masks[idx], self.source[idx])
+
+
+@contextmanager
+def single_thread():
+    """Run the block with one torch thread, then restore the caller's count.
+
+    Thousands of tiny tensor operations gain nothing from threads (on a busy machine
+    they lose a lot), and one thread makes floating-point sums independent of the
+    machine's core count, so results are the same everywhere.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- sources
@@ -152,6 +174,25 @@ def resize_digit(digit: torch.Tensor, longer_side: int) -> torch.Tensor:
     return out[0, 0].clamp(0, 1)
 
 
+def rotate_digit(digit: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate ``digit`` ``(h, w)`` by ``degrees`` (counter-clockwise, bilinear) about its centre, re-cropped to its ink.
+
+    Taught in notebooks/05_global_average_pooling.ipynb.
+    """
+    if degrees == 0:
+        return digit
+    h, w = digit.shape
+    side = int(np.ceil(np.hypot(h, w))) + 2
+    top, left = (side - h) // 2, (side - w) // 2
+    padded = torch.zeros(side, side)
+    padded[top : top + h, left : left + w] = digit
+    a = np.deg2rad(degrees)
+    theta = torch.tensor([[np.cos(a), np.sin(a), 0.0], [-np.sin(a), np.cos(a), 0.0]], dtype=torch.float32)
+    grid = F.affine_grid(theta[None], [1, 1, side, side], align_corners=False)
+    out = F.grid_sample(padded[None, None], grid, mode="bilinear", align_corners=False)[0, 0]
+    return crop_to_ink(out) if (out >= INK).any() else digit
+
+
 def paste(canvas: torch.Tensor, patch: torch.Tensor, top: int, left: int) -> torch.Tensor:
     """Combine ``patch`` into ``canvas`` (both ``(h, w)``) at ``(top, left)`` by pixel-wise max; returns a new tensor.
 
@@ -202,7 +243,8 @@ def _make_split(config: BenchmarkConfig, pool: torch.Tensor, n: int, rng: np.ran
     f = config.fragment_size
     for j in range(n):
         src = int(pool[order[j]])
-        digit = resize_digit(crop(src), int(rng.integers(lo, hi + 1)))
+        angle = float(rng.uniform(-config.rotation, config.rotation))
+        digit = resize_digit(rotate_digit(crop(src), angle), int(rng.integers(lo, hi + 1)))
         h, w = digit.shape
         top, left = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
         target = paste(torch.zeros(size, size), digit, top, left)
@@ -244,7 +286,8 @@ def make_benchmark(config: BenchmarkConfig | None = None) -> dict[str, Split]:
     pools = split_sources(config.source_fractions, config.seed)
     counts = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
     out = {}
-    for k, split in enumerate(SPLITS):
-        rng = np.random.default_rng([config.seed, k])
-        out[split] = _make_split(config, pools[split].numpy(), counts[split], rng)
+    with single_thread():
+        for k, split in enumerate(SPLITS):
+            rng = np.random.default_rng([config.seed, k])
+            out[split] = _make_split(config, pools[split].numpy(), counts[split], rng)
     return out

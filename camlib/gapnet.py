@@ -47,11 +47,11 @@ class TrainConfig:
     ``seed`` (which also draws the initial weights). ``data``: the benchmark.
     """
 
-    channels: tuple[int, ...] = (16, 32, 64, 64)
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
     pools: int = 2
     head: str = "gap"
     epochs: int = 4
-    lr: float = 3e-3
+    lr: float = 1e-2
     batch_size: int = 64
     seed: int = 0
     data: bench.BenchmarkConfig = field(default_factory=bench.BenchmarkConfig)
@@ -137,16 +137,20 @@ def count_parameters(module: nn.Module) -> int:
 def predict(model: GapNet, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``(N, C)`` and last conv features ``(N, K, h, w)``, in eval mode (the flag is restored).
 
+    Runs on one thread (:func:`camlib.benchmark.single_thread`): faster for this small
+    network, and the numbers do not depend on the machine's thread count.
+
     Taught in notebooks/07_results.ipynb.
     """
     was_training = model.training
     model.eval()
     try:
         logits, feats = [], []
-        for i in range(0, len(images), batch_size):
-            f = model.features(images[i : i + batch_size])
-            feats.append(f)
-            logits.append(model.fc(model.pool(f).flatten(1)))
+        with bench.single_thread():
+            for i in range(0, len(images), batch_size):
+                f = model.features(images[i : i + batch_size])
+                feats.append(f)
+                logits.append(model.fc(model.pool(f).flatten(1)))
         return torch.cat(logits), torch.cat(feats)
     finally:
         model.train(was_training)
@@ -182,8 +186,9 @@ def accuracy(model: GapNet, split: bench.Split) -> float:
 def train(config: TrainConfig, data: dict | None = None, progress: bool = True):
     """Train a :class:`GapNet` from scratch on the benchmark's training split (labels only).
 
-    Deterministic for a given configuration and thread count: weights from
-    ``config.seed``, batch order from a seeded ``torch.Generator``, no dropout.
+    Deterministic: weights from ``config.seed``, batch order from a seeded
+    ``torch.Generator``, no dropout, and one thread (so the sums, hence the weights,
+    do not depend on the machine's core count).
     ``data`` may pass the already generated benchmark (it must match ``config.data``).
     Returns ``(model, info)``; ``info`` has ``loss`` (per epoch), ``val_accuracy``,
     ``train_seconds``. The model is returned in eval mode.
@@ -194,6 +199,11 @@ def train(config: TrainConfig, data: dict | None = None, progress: bool = True):
 
     data = data or bench.make_benchmark(config.data)
     images, labels = data["train"].images, data["train"].labels
+    if len(images) != config.data.n_train or images.shape[-1] != config.data.canvas:
+        raise ValueError(
+            f"the data passed ({len(images)} training images of {images.shape[-1]} px) was not made from "
+            f"config.data ({config.data.n_train} images of {config.data.canvas} px)"
+        )
     model = GapNet(config)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -203,12 +213,8 @@ def train(config: TrainConfig, data: dict | None = None, progress: bool = True):
     start = time.perf_counter()
     bar = tqdm(range(config.epochs), desc=f"training {config.head} {config.map_size}x{config.map_size}",
                disable=not progress)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # same weights on any machine (sums do not depend on the thread count)
-    try:
+    with bench.single_thread():  # same weights on any machine: sums do not depend on the thread count
         _epochs(model, images, labels, config, generator, optimizer, schedule, losses, bar)
-    finally:
-        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     model.eval()
     info = {"loss": losses, "train_seconds": seconds, "val_accuracy": accuracy(model, data["val"])}
