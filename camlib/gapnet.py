@@ -172,9 +172,8 @@ def class_maps(model: GapNet, images: torch.Tensor, class_idx: torch.Tensor | No
     idx = logits.argmax(1) if class_idx is None else torch.as_tensor(class_idx).long()
     if idx.shape != (len(images),):
         raise ValueError(f"class_idx must have shape ({len(images)},), got {tuple(idx.shape)}")
-    weight = model.fc.weight.detach()[idx]  # (N, K)
-    maps = torch.einsum("nkhw,nk->nhw", feats, weight)
-    return logits, maps
+    maps = cam_steps.class_activation_maps(feats, model.fc.weight.detach())  # (N, C, h, w)
+    return logits, maps[torch.arange(len(idx)), idx]
 
 
 def accuracy(model: GapNet, split: bench.Split) -> float:

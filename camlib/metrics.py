@@ -225,10 +225,11 @@ def best_threshold(thresholds, accuracies: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------- crops
 def _crop_geometry(image_shape, resize: int, crop: int):
-    h, w = int(image_shape[0]), int(image_shape[1])
-    scale = resize / min(h, w)
-    rh, rw = max(crop, round(h * scale)), max(crop, round(w * scale))
-    return rw / w, rh / h, (rw - crop) // 2, (rh - crop) // 2
+    """``(x scale, y scale, left, top)`` of :class:`camlib.models.Preprocess`'s crop."""
+    from camlib.models import Preprocess
+
+    rh, rw, top, left = Preprocess(resize, crop).geometry(image_shape)
+    return rw / int(image_shape[1]), rh / int(image_shape[0]), left, top
 
 
 def crop_box_to_image(box: torch.Tensor, image_shape, resize: int = 256, crop: int = 224) -> torch.Tensor:

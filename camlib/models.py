@@ -66,16 +66,19 @@ class Preprocess:
         if not (isinstance(self.crop, int) and isinstance(self.resize, int) and 1 <= self.crop <= self.resize):
             raise ValueError(f"need integers 1 <= crop <= resize, got crop={self.crop}, resize={self.resize}")
 
+    def geometry(self, image_shape) -> tuple[int, int, int, int]:
+        """Where the crop lies: ``(resized_height, resized_width, top, left)`` for an image of ``(H, W, ...)``."""
+        h, w = int(image_shape[0]), int(image_shape[1])
+        scale = self.resize / min(h, w)
+        height, width = max(self.crop, round(h * scale)), max(self.crop, round(w * scale))
+        return height, width, (height - self.crop) // 2, (width - self.crop) // 2
+
     def cropped(self, image) -> torch.Tensor:
         """The resized, centre-cropped image as a ``(3, crop, crop)`` float tensor in [0, 255]."""
         rgb = data.load_image(image)  # (H, W, 3) uint8
         x = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float()
-        h, w = x.shape[1:]
-        scale = self.resize / min(h, w)
-        size = (max(self.crop, round(h * scale)), max(self.crop, round(w * scale)))
-        x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-        top = (size[0] - self.crop) // 2
-        left = (size[1] - self.crop) // 2
+        height, width, top, left = self.geometry(rgb.shape)
+        x = F.interpolate(x[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False)[0]
         return x[:, top : top + self.crop, left : left + self.crop].clamp(0, 255)
 
     def __call__(self, image) -> torch.Tensor:
