@@ -282,6 +282,47 @@ def load_or_train(config: TrainConfig, data: dict | None = None, progress: bool 
     return model, dict(info, cached=False, path=str(path))
 
 
+def _train_into_cache(config: TrainConfig, data: dict | None, directory: str | None) -> dict:
+    """Worker of :func:`load_or_train_many`: train one configuration, cache it, return its info."""
+    return load_or_train(config, data=data, progress=False, directory=directory)[1]
+
+
+def load_or_train_many(configs: dict, data: dict | None = None, progress: bool = True,
+                       directory: str | Path | None = None, workers: int | None = None) -> dict:
+    """:func:`load_or_train` for several configurations, training the missing ones in parallel.
+
+    ``configs`` maps names to :class:`TrainConfig`. Each training runs on one thread
+    (see :func:`train`), so on a machine with several cores the missing models are
+    trained at the same time in separate processes (``workers``, default: the number
+    of cores), with the same weights as one after the other. Returns
+    ``{name: (model, info)}`` in the order of ``configs``.
+
+    Taught in notebooks/07_results.ipynb.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    todo = [name for name, config in configs.items() if not cache_path(config, directory).exists()]
+    workers = min(len(todo), workers or os.cpu_count() or 1)
+    trained = {}
+    if workers > 1:
+        directory = None if directory is None else str(directory)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_train_into_cache, configs[name], data, directory): name for name in todo}
+            for future in tqdm(as_completed(futures), total=len(futures), disable=not progress,
+                               desc=f"training {len(todo)} networks on {workers} processes"):
+                trained[futures[future]] = future.result()
+    results = {}
+    for name, config in configs.items():
+        model, info = load_or_train(config, data=data, progress=progress, directory=directory)
+        if name in trained:  # trained just now by a worker: report it as trained, not cached
+            info = dict(trained[name], path=info["path"])
+        results[name] = (model, info)
+    return results
+
+
 def cam_check(model: GapNet, images: torch.Tensor) -> torch.Tensor:
     """For a GAP model: the largest gap between the logits and ``mean(M_c) + b_c`` (should be ~1e-6).
 

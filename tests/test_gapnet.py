@@ -146,3 +146,19 @@ def test_train_refuses_data_from_another_config(tiny_data):
         gapnet.train(tiny(data=benchmark.BenchmarkConfig(canvas=16, digit_size=(8, 14), n_train=32, n_val=16,
                                                          n_test=16, fragments=1, fragment_size=4)),
                      data=tiny_data, progress=False)
+
+
+def test_parallel_training_gives_the_sequential_weights(tmp_path, tiny_data, trained):
+    """Two missing configurations trained in two processes: same weights as one process, then cached."""
+    configs = {"gap": tiny(), "gmp": tiny(head="gmp")}
+    results = gapnet.load_or_train_many(configs, data=tiny_data, progress=False, directory=tmp_path, workers=2)
+    assert list(results) == ["gap", "gmp"]
+    model, info = results["gap"]
+    assert info["cached"] is False and info["train_seconds"] > 0
+    for (name, p), q in zip(trained[0].state_dict().items(), model.state_dict().values()):
+        assert torch.equal(p, q), name
+    gmp_alone, _ = gapnet.train(tiny(head="gmp"), data=tiny_data, progress=False)
+    for p, q in zip(gmp_alone.state_dict().values(), results["gmp"][0].state_dict().values()):
+        assert torch.equal(p, q)
+    again = gapnet.load_or_train_many(configs, data=tiny_data, progress=False, directory=tmp_path)
+    assert all(info["cached"] for _, info in again.values())
