@@ -24,6 +24,7 @@ Taught in notebooks/01_convolution.ipynb.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import numpy as np
@@ -59,6 +60,15 @@ def _pair(value, name: str, minimum: int) -> tuple[int, int]:
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return pair
+
+
+def _int(value, name: str, minimum: int) -> int:
+    """One int (not a pair: the size formulas work along one axis), checked against ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int (one axis), got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -170,7 +180,7 @@ def output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, 
     """
     for name, value, minimum in (("size", size, 1), ("kernel_size", kernel_size, 1), ("stride", stride, 1),
                                  ("padding", padding, 0), ("dilation", dilation, 1)):
-        _pair(value, name, minimum)
+        _int(value, name, minimum)
     span = dilation * (kernel_size - 1) + 1
     if span > size + 2 * padding:
         raise ValueError(
@@ -292,7 +302,7 @@ def gaussian_kernel(size: int = 3, sigma: float = 1.0, dtype: torch.dtype = torc
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 or size % 2 == 0:
         raise ValueError(f"size must be a positive odd int, got {size!r}")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+    if isinstance(sigma, bool) or not (isinstance(sigma, numbers.Real) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
     r = torch.arange(size, dtype=dtype) - size // 2
     g = torch.exp(-(r**2) / (2 * sigma**2))

@@ -40,10 +40,13 @@ def conv2d_cost(in_channels: int, out_channels: int, kernel_size: int, output_si
 
     Taught in notebooks/03_cnn.ipynb.
     """
+    h, w = output_size
+    if min(in_channels, out_channels, kernel_size, groups, h, w) < 1:
+        raise ValueError(f"channels, kernel_size, groups and output_size must be positive, got "
+                         f"{in_channels} -> {out_channels}, k={kernel_size}, groups={groups}, output {output_size}")
     if in_channels % groups or out_channels % groups:
         raise ValueError(f"channels {in_channels} -> {out_channels} are not divisible by groups={groups}")
     weights = out_channels * (in_channels // groups) * kernel_size * kernel_size
-    h, w = output_size
     return {"params": weights + (out_channels if bias else 0), "macs": weights * h * w}
 
 

@@ -65,17 +65,28 @@ def capture_activations(model: nn.Module, modules: dict[str, nn.Module], inputs:
     return {label: c.value for label, c in captures.items()}
 
 
-def unit_centre(index: int, map_size: int, image_size: int) -> float:
+def unit_centre(index: int, map_size: int, image_size: int, padding: str = "symmetric") -> float:
     """Input coordinate (pixels) of the centre of unit ``index`` of a map of ``map_size`` units.
 
-    With "same" padding, unit ``i`` of an ``h``-unit map of an ``H``-pixel image sits at
-    ``(i + 0.5) * H / h - 0.5``. Returns a float.
+    With the jump ``J = H / h`` (input pixels between neighbouring units):
+
+    - ``padding="symmetric"`` (PyTorch's ``padding=k // 2``): unit ``i`` sits at
+      ``(i + 0.5) * J - 0.5``, the middle of its ``J x J`` cell;
+    - ``padding="tf_same"`` (TensorFlow's "same", used by EfficientNet-Lite0: at stride 2
+      the extra padding goes to the bottom/right): unit ``i`` sits at ``(i + 1) * J - 1``.
+
+    Returns a float.
 
     Taught in notebooks/04_feature_depth.ipynb.
     """
     if not 0 <= index < map_size:
         raise ValueError(f"unit {index} is outside a map of {map_size} units")
-    return (index + 0.5) * image_size / map_size - 0.5
+    jump = image_size / map_size
+    if padding == "symmetric":
+        return (index + 0.5) * jump - 0.5
+    if padding == "tf_same":
+        return (index + 1) * jump - 1
+    raise ValueError(f"padding must be 'symmetric' or 'tf_same', got {padding!r}")
 
 
 def crop_patch(image: torch.Tensor, centre: tuple[float, float], size: int) -> torch.Tensor:
@@ -87,6 +98,8 @@ def crop_patch(image: torch.Tensor, centre: tuple[float, float], size: int) -> t
     """
     if size < 1:
         raise ValueError(f"patch size must be positive, got {size}")
+    if image.ndim != 3:
+        raise ValueError(f"expected an image (C, H, W), got shape {tuple(image.shape)}")
     c, h, w = image.shape
     top = int(round(centre[0] - (size - 1) / 2))
     left = int(round(centre[1] - (size - 1) / 2))
@@ -100,7 +113,7 @@ def crop_patch(image: torch.Tensor, centre: tuple[float, float], size: int) -> t
 
 def top_activating_patches(activations: torch.Tensor, images: torch.Tensor, channel: int,
                            k: int = 6, patch_size: int = 64, one_per_image: bool = True,
-                           exclude_border: int = 0) -> dict:
+                           exclude_border: int = 0, padding: str = "symmetric") -> dict:
     """Where channel ``channel`` of a layer responds most, and the input patches there.
 
     ``activations`` ``(N, K, h, w)`` are the layer's outputs for ``images`` ``(N, C, H, W)``.
@@ -108,6 +121,8 @@ def top_activating_patches(activations: torch.Tensor, images: torch.Tensor, chan
     ``one_per_image``, so one photo cannot fill every slot) and cuts a
     ``patch_size x patch_size`` patch of the image centred on each unit. Units within
     ``exclude_border`` cells of the map's edge are skipped (they see mostly padding).
+    ``padding`` says where a unit's centre is (see :func:`unit_centre`; ``"tf_same"`` for
+    EfficientNet-Lite0).
 
     Returns ``{"values": (k,), "image_index": (k,), "position": (k, 2) map (row, col),
     "patches": (k, C, patch_size, patch_size)}``, strongest first.
@@ -118,8 +133,12 @@ def top_activating_patches(activations: torch.Tensor, images: torch.Tensor, chan
         raise ValueError(f"expected activations (N, K, h, w) and images (N, C, H, W) with the same N; "
                          f"got {tuple(activations.shape)} and {tuple(images.shape)}")
     n, n_channels, h, w = activations.shape
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     if not 0 <= channel < n_channels:
         raise ValueError(f"channel {channel} is out of range for a layer with {n_channels} channels")
+    if padding not in ("symmetric", "tf_same"):
+        raise ValueError(f"padding must be 'symmetric' or 'tf_same', got {padding!r}")
     if exclude_border < 0 or 2 * exclude_border >= min(h, w):
         raise ValueError(f"exclude_border={exclude_border} leaves no unit of a {h} x {w} map")
     maps = activations[:, channel].clone()  # (N, h, w)
@@ -139,7 +158,7 @@ def top_activating_patches(activations: torch.Tensor, images: torch.Tensor, chan
     rows, cols = flat_pos // w, flat_pos % w
     H, W = images.shape[-2:]
     patches = torch.stack([
-        crop_patch(images[i], (unit_centre(int(r), h, H), unit_centre(int(c), w, W)), patch_size)
+        crop_patch(images[i], (unit_centre(int(r), h, H, padding), unit_centre(int(c), w, W, padding)), patch_size)
         for i, r, c in zip(image_index.tolist(), rows.tolist(), cols.tolist())
     ])
     return {"values": values, "image_index": image_index, "position": torch.stack([rows, cols], 1),

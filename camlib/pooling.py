@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from camlib.conv import _as_tensor, _pair
+from camlib.conv import _as_tensor, _int, _pair
 
 __all__ = [
     "avg_pool2d",
@@ -44,10 +44,10 @@ def output_size(size: int, kernel_size: int, stride: int | None = None, padding:
     Taught in notebooks/02_pooling.ipynb.
     """
     stride = kernel_size if stride is None else stride
-    _pair(size, "size", 1)
-    _pair(kernel_size, "kernel_size", 1)
-    _pair(stride, "stride", 1)
-    _pair(padding, "padding", 0)
+    _int(size, "size", 1)
+    _int(kernel_size, "kernel_size", 1)
+    _int(stride, "stride", 1)
+    _int(padding, "padding", 0)
     if padding > kernel_size // 2:
         raise ValueError(f"padding ({padding}) must be at most half the pool size ({kernel_size} // 2 = {kernel_size // 2})")
     if kernel_size > size + 2 * padding:
@@ -215,6 +215,8 @@ def shift_sensitivity(
         return fx if kernel_size is None else pool2d(fx, kernel_size, mode=mode)
 
     reference = pooled(image[..., margin : margin + width])
+    if reference.norm() == 0:
+        raise ValueError("the (pooled) features of the image are all zero: a relative change is undefined")
     changes = []
     for s in shifts:
         moved = pooled(image[..., margin - s : margin - s + width])

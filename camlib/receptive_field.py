@@ -187,12 +187,15 @@ def effective_receptive_field(gradient: torch.Tensor, mass: float = 0.9) -> int:
 
     The theoretical receptive field counts every pixel a unit *can* see; most of the
     gradient sits in a much smaller central square (Luo et al., NeurIPS 2016). Returns the
-    side in pixels (odd, at most the larger image side).
+    side in pixels (odd; the square may reach past the image border, so at most
+    ``2 * max(H, W) - 1``).
 
     Taught in notebooks/04_feature_depth.ipynb.
     """
     if not 0.0 < mass <= 1.0:
         raise ValueError(f"mass must be in (0, 1], got {mass}")
+    if gradient.ndim != 2:
+        raise ValueError(f"expected a 2-D gradient map (H, W), got shape {tuple(gradient.shape)}")
     g = gradient.abs().double()
     total = g.sum()
     if total == 0:

@@ -181,6 +181,8 @@ def test_output_size_known_values():
     assert conv.output_size(7, 3, dilation=2) == 3
     with pytest.raises(ValueError, match="stride must be >= 1"):
         conv.output_size(5, 3, stride=0)
+    with pytest.raises(TypeError, match=r"kernel_size must be an int \(one axis\)"):
+        conv.output_size(5, (3, 3))
 
 
 # ----------------------------------------------------------------- masks and photos
@@ -200,6 +202,8 @@ def test_kernels_and_gaussian():
         conv.gaussian_kernel(4)
     with pytest.raises(ValueError, match="sigma"):
         conv.gaussian_kernel(3, 0.0)
+    # any real sigma works, e.g. a numpy float32
+    torch.testing.assert_close(conv.gaussian_kernel(5, np.float32(1.5)), conv.gaussian_kernel(5, 1.5))
 
 
 def test_filter_image_equals_torch(photos):

@@ -54,3 +54,7 @@ def test_cost_errors():
         cost.linear_cost(0, 3)
     with pytest.raises(ValueError, match="groups"):
         cost.conv2d_cost(3, 4, 3, (5, 5), groups=2)
+    with pytest.raises(ValueError, match="positive"):
+        cost.conv2d_cost(3, 4, 3, (5, 5), groups=0)
+    with pytest.raises(ValueError, match="positive"):
+        cost.conv2d_cost(3, 4, 0, (5, 5))

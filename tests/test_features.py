@@ -56,6 +56,9 @@ def test_unit_centre_and_crop_patch():
     assert features.unit_centre(3, 8, 8) == 3.0
     with pytest.raises(ValueError, match="outside"):
         features.unit_centre(7, 7, 224)
+    assert features.unit_centre(0, 112, 224, padding="tf_same") == 1.0  # stride 2, pad (0, 1): pixels 0..2
+    with pytest.raises(ValueError, match="padding must be"):
+        features.unit_centre(0, 7, 224, padding="valid")
     image = torch.arange(25.0).reshape(1, 5, 5)
     torch.testing.assert_close(features.crop_patch(image, (2, 2), 3), image[:, 1:4, 1:4])
     corner = features.crop_patch(image, (0, 0), 3)  # half outside: zero-filled
@@ -64,6 +67,23 @@ def test_unit_centre_and_crop_patch():
     torch.testing.assert_close(corner, expected)
     with pytest.raises(ValueError, match="positive"):
         features.crop_patch(image, (2, 2), 0)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        features.crop_patch(image[0], (2, 2), 3)
+
+
+def test_unit_centre_tf_same_is_where_efficientnet_units_look(pretrained):
+    # the centre of the box of input pixels a unit depends on (from its gradient) is where unit_centre says
+    from camlib import receptive_field
+
+    model = pretrained[0]
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    for block, map_size, position in ((1, 56, (20, 9)), (5, 14, (6, 4))):
+        g = receptive_field.input_gradient(model, model._blocks[block], x, position=position)
+        rows, cols = torch.nonzero(g.sum(1) > 0).flatten(), torch.nonzero(g.sum(0) > 0).flatten()
+        assert rows[0] > 0 and cols[0] > 0 and rows[-1] < 223 and cols[-1] < 223  # the box is not cut by the border
+        measured = (float(rows[0] + rows[-1]) / 2, float(cols[0] + cols[-1]) / 2)
+        assert measured == tuple(features.unit_centre(p, map_size, 224, padding="tf_same") for p in position)
+        assert measured != tuple(features.unit_centre(p, map_size, 224) for p in position)
 
 
 def test_top_activating_patches_known_answer():
@@ -83,10 +103,19 @@ def test_top_activating_patches_known_answer():
     assert both["values"].tolist() == [7.0, 5.0, 4.0] and both["image_index"].tolist() == [2, 0, 0]
     inner = features.top_activating_patches(acts, images, channel=1, k=2, patch_size=2, exclude_border=1)
     assert inner["values"].tolist() == [5.0, 1.0] and inner["position"].tolist() == [[1, 2], [2, 1]]
+    # unit (0, 0) of a 2x2 map of an 8x8 image: centre 1.5 (rows 1-2) symmetric, 3 (rows 2-3, rounded) tf_same
+    coarse = torch.zeros(1, 1, 2, 2)
+    coarse[0, 0, 0, 0] = 1.0
+    sym = features.top_activating_patches(coarse, images[:1], channel=0, k=1, patch_size=2)
+    tf = features.top_activating_patches(coarse, images[:1], channel=0, k=1, patch_size=2, padding="tf_same")
+    torch.testing.assert_close(sym["patches"][0], images[0, :, 1:3, 1:3])
+    torch.testing.assert_close(tf["patches"][0], images[0, :, 2:4, 2:4])
     with pytest.raises(ValueError, match="leaves no unit"):
         features.top_activating_patches(acts, images, channel=1, exclude_border=2)
     with pytest.raises(ValueError, match="out of range"):
         features.top_activating_patches(acts, images, channel=2)
+    with pytest.raises(ValueError, match="k must be"):
+        features.top_activating_patches(acts, images, channel=0, k=0)
     with pytest.raises(ValueError, match="same N"):
         features.top_activating_patches(acts[:2], images, channel=0)
 
@@ -97,6 +126,12 @@ def test_augment():
     assert out.shape == (12, 3, 8, 8)
     torch.testing.assert_close(out[:2], images)
     torch.testing.assert_close(out[2:4], images.flip(-1))
+    # the four 2x zooms, by value: each corner quarter resized back to 8 x 8
+    for block, (rows, cols) in enumerate([(slice(0, 4), slice(0, 4)), (slice(0, 4), slice(4, 8)),
+                                          (slice(4, 8), slice(0, 4)), (slice(4, 8), slice(4, 8))], start=2):
+        corner = F.interpolate(images[..., rows, cols], size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
+        torch.testing.assert_close(out[2 * block : 2 * block + 2], corner)
+    assert not torch.allclose(out[4:6], out[6:8])  # different corners give different images
     # a constant image stays constant under every augmentation
     torch.testing.assert_close(features.augment(torch.full((1, 3, 8, 8), 0.25)), torch.full((6, 3, 8, 8), 0.25))
     with pytest.raises(ValueError, match="zoom"):

@@ -134,5 +134,9 @@ def test_pooling_errors():
         pooling.max_pool2d(torch.zeros(4, 4), 2)
     with pytest.raises(TypeError, match="kernel_size must be an int"):
         pooling.max_pool2d(x, 2.0)
+    with pytest.raises(TypeError, match=r"kernel_size must be an int \(one axis\)"):
+        pooling.output_size(4, (2, 2))
     with pytest.raises(ValueError, match="shifts"):
         pooling.shift_sensitivity(lambda t: t, x, [-1])
+    with pytest.raises(ValueError, match="all zero"):
+        pooling.shift_sensitivity(lambda t: t, x, [0, 1])

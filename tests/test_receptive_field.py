@@ -113,3 +113,5 @@ def test_effective_receptive_field_known_answers():
         rf.effective_receptive_field(box, mass=0.0)
     with pytest.raises(ValueError, match="zero"):
         rf.effective_receptive_field(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="2-D"):
+        rf.effective_receptive_field(torch.ones(1, 3, 3))
