@@ -41,7 +41,8 @@ class BenchmarkConfig:
     ``canvas``: side of the square image (px). ``digit_size``: the digit's longer side
     is drawn uniformly from this inclusive range (px). ``n_train/n_val/n_test``: images
     per split. ``fragments``: clutter pieces per image, each a ``fragment_size``-pixel
-    square cut from another digit and placed outside the target's box. ``noise``:
+    square cut from another digit and placed outside the target's box (a piece that
+    finds no free place in 10 random tries is left out). ``noise``:
     standard deviation of the added Gaussian noise. ``rotation``: each pasted digit
     is first rotated by an angle drawn uniformly from +-``rotation`` degrees (more
     variety from the same handwriting). ``source_fractions``: how the 5000
@@ -175,7 +176,7 @@ def resize_digit(digit: torch.Tensor, longer_side: int) -> torch.Tensor:
 
 
 def rotate_digit(digit: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Rotate ``digit`` ``(h, w)`` by ``degrees`` (counter-clockwise, bilinear) about its centre, re-cropped to its ink.
+    """Rotate ``digit`` ``(h, w)`` by ``degrees`` (clockwise as displayed, rows down; bilinear) about its centre, re-cropped to its ink.
 
     Taught in notebooks/05_global_average_pooling.ipynb.
     """

@@ -12,6 +12,13 @@ Boxes are ``xyxy`` pixel boxes with exclusive ends (``[x0, y0, x1, y1]``, area
 * threshold sweep (MaxBoxAcc-style, Choe et al. 2020): GT-known accuracy for many box
   thresholds; pick the best on validation, report it on test.
 
+Box rules (each boxes the largest 8-connected region of the kept pixels): ``"range"``
+(the default of :func:`boxes_at` and :func:`threshold_sweep`) keeps values at least
+``threshold`` of the way from the map's minimum to its maximum; ``"max"`` is the paper's
+rule as written, keep values >= ``threshold`` x the maximum. They agree only on maps
+whose minimum is 0; raw CAMs dip below 0, so 0.2 of the range is a lower cut than 0.2
+of the max.
+
 Baselines: a centred box, the whole image, backpropagation saliency
 (Simonyan et al. 2014: ``|d S_c / d x|``) boxed the same way as CAM.
 Other box rules: the "top 20 % of pixels" rule (a common misreading of the paper's
@@ -68,7 +75,8 @@ def localization_error(pred_classes: torch.Tensor, pred_boxes: torch.Tensor, lab
     right if **some** guess has the true class and IoU >= ``iou_threshold``.
     ``labels`` ``(N,)``, ``true_boxes`` ``(N, 4)``.
     """
-    pred_classes = torch.as_tensor(pred_classes)
+    pred_classes, pred_boxes = torch.as_tensor(pred_classes), torch.as_tensor(pred_boxes)
+    labels, true_boxes = torch.as_tensor(labels), torch.as_tensor(true_boxes)
     if pred_classes.ndim == 1:
         pred_classes, pred_boxes = pred_classes[:, None], pred_boxes[:, None]
     n, k = pred_classes.shape
@@ -90,14 +98,16 @@ def _up(maps: torch.Tensor, size) -> torch.Tensor:
     return maps if tuple(maps.shape[-2:]) == tuple(size) else cam_steps.upsample(maps.float(), size)
 
 
-def boxes_at(maps: torch.Tensor, threshold: float, size) -> torch.Tensor:
-    """The paper's box for each map ``(N, h, w)``: ``(N, 4)``.
+def boxes_at(maps: torch.Tensor, threshold: float, size, relative_to: str = "range") -> torch.Tensor:
+    """The box of the largest region above ``threshold`` for each map ``(N, h, w)``: ``(N, 4)``.
 
-    Each map is up-scaled to ``size``, min-max normalized (as the released code does
-    with its heat maps, so ``threshold`` is a fraction of the way from the map's minimum
-    to its maximum; raw CAMs can be negative) and boxed by :func:`camlib.cam.cam_to_box`.
+    Each map is up-scaled to ``size`` and boxed by :func:`camlib.cam.cam_to_box` with
+    ``relative_to``: ``"range"`` (default) keeps values at least ``threshold`` of the way
+    from the map's minimum to its maximum (works for any map, also one with no positive
+    value); ``"max"`` is the paper's rule as written, ``threshold`` x the map's maximum
+    (a map whose maximum is not positive raises ``ValueError``).
     """
-    return cam_steps.cam_to_box(cam_steps.normalize(_up(maps, size)), threshold)
+    return cam_steps.cam_to_box(_up(maps, size), threshold, relative_to=relative_to)
 
 
 def top_fraction_boxes(maps: torch.Tensor, fraction: float, size) -> torch.Tensor:
@@ -119,13 +129,17 @@ def top_fraction_boxes(maps: torch.Tensor, fraction: float, size) -> torch.Tenso
 def multi_threshold_boxes(cam: torch.Tensor, thresholds=(20, 100, 110), overlap: float = 0.5) -> torch.Tensor:
     """Several candidate boxes from one map, in the manner of the authors' released ``dt_box``.
 
-    The map ``(H, W)`` (already at image size) is scaled to 0..255; for each threshold
-    ``t`` the pixels ``> t`` are split into 8-connected regions and each region gives a
-    box. Boxes are sorted by area (largest first) and a box is dropped when it
-    overlaps an already kept one by more than ``overlap`` x the larger area.
-    Returns ``(k, 4)`` xyxy boxes, largest first. (The released C++ code also
-    applies a distance transform to each binary image before finding contours; that
-    step is left out here.)
+    The raw map ``(H, W)`` (already at image size) is scaled as the released
+    ``ILSVRC_generate_heatmap.m`` saves its heat maps: divided by its maximum, negative
+    values clipped to 0, written as 0..255 integers. For each threshold ``t`` the pixels
+    ``> t`` are split into 8-connected regions and each region gives a box. Boxes are
+    sorted by area (largest first) and a box is dropped when it overlaps an already
+    kept one by more than ``overlap`` x the larger area. Returns ``(k, 4)`` xyxy boxes,
+    largest first; the whole image if no pixel passes any threshold. Left out of the
+    released C++ code: the distance transform of each binary image before finding
+    contours, the boxes of holes (OpenCV's ``RETR_CCOMP`` also returns inner contours)
+    and the 5-pixel margin its boxes are clipped to. A map whose maximum is not
+    positive raises ``ValueError``.
     """
     from scipy import ndimage
 
@@ -133,7 +147,12 @@ def multi_threshold_boxes(cam: torch.Tensor, thresholds=(20, 100, 110), overlap:
         raise ValueError(f"multi_threshold_boxes expects one map (H, W) as a tensor, got {getattr(cam, 'shape', type(cam))}")
     if not all(0 <= t < 255 for t in thresholds):
         raise ValueError(f"thresholds are on a 0-255 scale, got {thresholds}")
-    scaled = (cam_steps.normalize(cam.float()) * 255).numpy()
+    if not torch.isfinite(cam).all():
+        raise ValueError("the map contains NaN or infinite values")
+    peak = cam.float().max()
+    if peak <= 0:
+        raise ValueError("the map's maximum is not positive: dividing by it (as the released code does) makes no sense")
+    scaled = torch.round((cam.float() / peak).clamp(0, 1) * 255).numpy()
     boxes = []
     for t in thresholds:
         labels, n = ndimage.label(scaled > t, structure=np.ones((3, 3), dtype=bool))
@@ -199,20 +218,24 @@ def saliency_maps(model: nn.Module, images: torch.Tensor, class_idx: torch.Tenso
 
 # --------------------------------------------------------------------------- sweep
 def threshold_sweep(maps: torch.Tensor, true_boxes: torch.Tensor, thresholds, size=None,
-                    rule: str = "max", iou_threshold: float = 0.5) -> torch.Tensor:
+                    rule: str = "range", iou_threshold: float = 0.5) -> torch.Tensor:
     """GT-known accuracy at each threshold: ``(T,)`` for maps ``(N, h, w)`` and ``true_boxes`` ``(N, 4)``.
 
-    ``rule="max"``: the paper's rule, keep values >= threshold of the way from min to max
-    (:func:`boxes_at`); ``rule="top"``: keep the top ``threshold`` fraction of pixels
+    ``rule="range"`` (default): keep values >= ``threshold`` of the way from min to max;
+    ``rule="max"``: the paper's rule as written, keep values >= ``threshold`` x max
+    (both :func:`boxes_at`); ``rule="top"``: keep the top ``threshold`` fraction of pixels
     (:func:`top_fraction_boxes`). ``size``: image size the maps are up-scaled to
     (default: the maps' own).
     """
-    if rule not in ("max", "top"):
-        raise ValueError(f"rule must be 'max' or 'top', got {rule!r}")
+    if rule not in ("range", "max", "top"):
+        raise ValueError(f"rule must be 'range', 'max' or 'top', got {rule!r}")
     size = tuple(maps.shape[-2:]) if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     up = _up(maps, size)
-    box_fn = boxes_at if rule == "max" else top_fraction_boxes
-    return torch.tensor([gt_known_accuracy(box_fn(up, float(t), size), true_boxes, iou_threshold) for t in thresholds])
+    if rule == "top":
+        return torch.tensor([gt_known_accuracy(top_fraction_boxes(up, float(t), size), true_boxes, iou_threshold)
+                             for t in thresholds])
+    return torch.tensor([gt_known_accuracy(boxes_at(up, float(t), size, relative_to=rule), true_boxes, iou_threshold)
+                         for t in thresholds])
 
 
 def best_threshold(thresholds, accuracies: torch.Tensor) -> float:

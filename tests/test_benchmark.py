@@ -52,6 +52,18 @@ def test_resize_and_rotate_shapes():
     assert torch.equal(benchmark.rotate_digit(bar, 0.0), bar)
     turned = benchmark.rotate_digit(bar, 90.0)
     assert turned.shape == (7, 3)
+    torch.testing.assert_close(turned, torch.ones(7, 3), atol=1e-4, rtol=0)
+
+
+def test_rotate_digit_turns_clockwise_on_screen():
+    ell = torch.zeros(7, 5)
+    ell[:, 0] = 1.0            # an "L": a bar down the left side ...
+    ell[-1, :] = 1.0           # ... and a foot along the bottom
+    turned = benchmark.rotate_digit(ell, 90.0)
+    expected = torch.zeros(5, 7)
+    expected[0, :] = 1.0       # clockwise by 90 degrees: the left bar lies along the top,
+    expected[:, 0] = 1.0       # the foot runs down the left side
+    torch.testing.assert_close(turned, expected, atol=1e-4, rtol=0)
 
 
 def test_boxes_and_masks_match_the_pasted_digit_exactly():

@@ -93,6 +93,21 @@ def test_sweep_picks_the_right_threshold():
         metrics.best_threshold([0.1, 0.2], torch.tensor([1.0]))
 
 
+def test_range_rule_and_the_papers_max_rule_differ_on_negative_maps():
+    # background -1, a weak halo 0.1 over [2, 8), a core 1.0 over [4, 6)
+    maps = torch.full((1, 10, 10), -1.0)
+    maps[:, 2:8, 2:8] = 0.1
+    maps[:, 4:6, 4:6] = 1.0
+    # range: keep >= -1 + 0.2 * 2 = -0.6, the halo; max: keep >= 0.2 * 1.0, the core only
+    assert metrics.boxes_at(maps, 0.2, 10).tolist() == [[2, 2, 8, 8]]
+    assert metrics.boxes_at(maps, 0.2, 10, relative_to="max").tolist() == [[4, 4, 6, 6]]
+    core = torch.tensor([[4., 4., 6., 6.]])
+    torch.testing.assert_close(metrics.threshold_sweep(maps, core, [0.2], rule="range"), torch.tensor([0.0]))
+    torch.testing.assert_close(metrics.threshold_sweep(maps, core, [0.2], rule="max"), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="not positive"):
+        metrics.boxes_at(-maps.abs(), 0.2, 10, relative_to="max")
+
+
 def test_top_fraction_rule_is_not_the_max_rule():
     maps, true = halo_maps(1)
     # the core is 25 of 400 pixels = 6.25 %: keeping the top 6.25 % gives the core exactly
@@ -120,6 +135,13 @@ def test_multi_threshold_boxes():
     assert torch.all(areas[:-1] >= areas[1:])
     with pytest.raises(ValueError, match="0-255"):
         metrics.multi_threshold_boxes(cam, thresholds=(20, 300))
+    # scaled as the released heat maps: divided by the max, negatives clipped to 0 (not min-max)
+    neg = torch.full((20, 20), -1.0)
+    neg[2:10, 2:10] = 0.05     # 0.05 x 255 = 13: below level 20 (min-max would put it at 134, above 110)
+    neg[4:8, 4:8] = 1.0
+    assert metrics.multi_threshold_boxes(neg).tolist() == [[4, 4, 8, 8]]
+    with pytest.raises(ValueError, match="maximum"):
+        metrics.multi_threshold_boxes(torch.full((5, 5), -1.0))
     with pytest.raises(ValueError, match="one map"):
         metrics.multi_threshold_boxes(cam[None])
 

@@ -2,7 +2,9 @@
 
 One forward pass per photo: :class:`camlib.cam.CAM` keeps the features, so a class
 switch is one weighted sum (:meth:`camlib.cam.CAMResult.maps_for`) and a threshold
-change is one :func:`camlib.cam.cam_to_box`. The overlay is drawn with
+change is one :func:`camlib.cam.cam_to_box` on the min-max normalized map, so the
+threshold is a fraction of the map's range (min to max); it equals the paper's
+"threshold x max" only for a map whose minimum is 0. The overlay is drawn with
 :func:`camlib.viz.overlay` and PIL into an ``ipywidgets.Image`` (PNG bytes), which is
 fast to update and can be checked in a browser.
 
@@ -111,7 +113,8 @@ class CAMExplorer:
     what is shown). State: ``current_photo`` (name), ``current_image`` (the ``(H, W, 3)``
     uint8 image the model saw), ``result`` (the :class:`camlib.cam.CAMResult` of the one
     forward pass), ``current_class`` (int), ``current_map`` (normalized map up-scaled to
-    the image, ``(H, W)``), ``current_box`` (``xyxy`` float tensor ``(4,)``),
+    the image, ``(H, W)``), ``current_box`` (``xyxy`` float tensor ``(4,)``: the largest
+region of ``current_map >= threshold``, i.e. ``threshold`` of the map's range),
     ``current_iou`` (IoU with the true box, or None), ``image_view`` (``ipywidgets.Image``
     with the PNG of the overlay).
     """
@@ -240,7 +243,8 @@ class CAMExplorer:
         p = float(self.result.logits[0].softmax(-1)[self.current_class])
         x0, y0, x1, y1 = (int(v) for v in self.current_box)
         lines = [f"<b>{html.escape(self.categories[self.current_class])}</b> (class {self.current_class}), p = {p:.3f}",
-                 f"<span style='color:#2a2'>CAM box</span> [{x0}, {y0}, {x1}, {y1}] at threshold {self.threshold.value:.2f}"]
+                 f"<span style='color:#2a2'>CAM box</span> [{x0}, {y0}, {x1}, {y1}] at threshold "
+                 f"{self.threshold.value:.2f} of the map's range"]
         if self.current_iou is not None:
             lines.append(f"true box (white); IoU with the CAM box = {self.current_iou:.2f}")
         self.info.value = "<br>".join(lines)
