@@ -104,9 +104,8 @@ def cam_to_box(cam: torch.Tensor, threshold: float = 0.2, relative_to: str = "ma
     ``cam`` is one map ``(H, W)`` or a stack ``(N, H, W)``, usually already up-scaled
     to the image. ``relative_to="max"`` (default) is the paper's rule as written:
     keep ``cam >= threshold * cam.max()``. ``relative_to="range"`` first min-max
-    normalizes the map (as the authors' released code does with its heat maps), so
-    the rule reads "at least ``threshold`` of the way from the minimum to the
-    maximum". The two agree on maps whose minimum is 0, such as :func:`normalize`'s
+    normalizes the map (as many CAM implementations do before drawing), so the rule
+    reads "at least ``threshold`` of the way from the minimum to the maximum". The two agree on maps whose minimum is 0, such as :func:`normalize`'s
     output. The largest 8-connected region of the kept pixels (as MATLAB's
     ``bwlabel``) is found with ``scipy.ndimage.label``. Returns ``xyxy`` pixel boxes
     ``[x0, y0, x1, y1]`` with exclusive ends (a single pixel at (x, y) is

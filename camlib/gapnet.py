@@ -31,6 +31,7 @@ from torch import nn
 
 from camlib import benchmark as bench
 from camlib import cam as cam_steps
+from camlib.cost import count_parameters  # noqa: F401  (gapnet.count_parameters, used in notebook 05)
 
 HEADS = ("gap", "gmp", "fc")
 CACHE_VERSION = 1
@@ -126,11 +127,6 @@ class GapNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.features(x)).flatten(1))
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters (weights and biases)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 @torch.no_grad()
