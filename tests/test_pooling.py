@@ -37,13 +37,21 @@ def test_pooling_by_hand():
     assert idx.flatten().tolist() == [4, 2, 12, 15]
 
 
+def _input_or_error(pool, n, c, h, w, k, stride, padding, seed):
+    """A seeded input for a valid setting; for an invalid one, check ``pool`` refuses it and return None."""
+    x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if _valid(h, w, k, padding):
+        return x
+    with pytest.raises(ValueError, match="padding|larger than the input"):
+        pool(x, k, stride, padding)
+    return None
+
+
 @SETTINGS
 @given(**shapes)
 def test_max_pool2d_equals_torch(n, c, h, w, k, stride, padding, seed):
-    x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    if not _valid(h, w, k, padding):
-        with pytest.raises(ValueError, match="padding|larger than the input"):
-            pooling.max_pool2d(x, k, stride, padding)
+    x = _input_or_error(pooling.max_pool2d, n, c, h, w, k, stride, padding, seed)
+    if x is None:
         return
     values, indices = pooling.max_pool2d(x, k, stride, padding, return_indices=True)
     expected_values, expected_indices = F.max_pool2d(x, k, stride, padding, return_indices=True)
@@ -57,10 +65,8 @@ def test_max_pool2d_equals_torch(n, c, h, w, k, stride, padding, seed):
 @SETTINGS
 @given(**shapes)
 def test_avg_pool2d_equals_torch(n, c, h, w, k, stride, padding, seed):
-    x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    if not _valid(h, w, k, padding):
-        with pytest.raises(ValueError, match="padding|larger than the input"):
-            pooling.avg_pool2d(x, k, stride, padding)
+    x = _input_or_error(pooling.avg_pool2d, n, c, h, w, k, stride, padding, seed)
+    if x is None:
         return
     torch.testing.assert_close(pooling.avg_pool2d(x, k, stride, padding), F.avg_pool2d(x, k, stride, padding))
     torch.testing.assert_close(pooling.pool2d(x, k, stride, padding, mode="avg"), F.avg_pool2d(x, k, stride, padding))
